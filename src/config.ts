@@ -1,0 +1,107 @@
+/**
+ * Every setting of the mesh, read once through Effect `Config` from `FO_*`
+ * environment variables. Nothing else in the code reads `process.env`.
+ */
+import {
+  Config,
+  type ConfigError,
+  ConfigProvider,
+  Context,
+  Duration,
+  Effect,
+  Either,
+  Layer,
+  LogLevel,
+} from "effect";
+
+export interface MeshConfigShape {
+  /** TCP port of the one server (gRPC, gRPC-Web and Connect). 0 picks a free port. */
+  readonly port: number;
+  /** Address to bind; loopback by default so nothing is exposed by accident. */
+  readonly host: string;
+  /** Largest accepted request message, in bytes; larger ones get RESOURCE_EXHAUSTED. */
+  readonly maxRequestBytes: number;
+  /** Origins allowed to call from a browser; `*` allows any. Empty disables CORS. */
+  readonly corsOrigins: ReadonlyArray<string>;
+  /** How long a graceful shutdown waits for in-flight calls before cutting them. */
+  readonly drainTimeout: Duration.Duration;
+  /** Minimum level of log lines written to stdout. */
+  readonly logLevel: LogLevel.LogLevel;
+}
+
+const port = Config.integer("FO_PORT").pipe(
+  Config.withDefault(8080),
+  Config.validate({
+    message: "must be a port number 0-65535",
+    validation: (p) => p >= 0 && p <= 65535,
+  }),
+);
+
+const maxRequestBytes = Config.integer("FO_MAX_REQUEST_BYTES").pipe(
+  Config.withDefault(4 * 1024 * 1024),
+  Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
+);
+
+const corsOrigins = Config.string("FO_CORS_ORIGINS").pipe(
+  Config.withDefault("*"),
+  Config.map((s) =>
+    s
+      .split(",")
+      .map((o) => o.trim())
+      .filter((o) => o.length > 0),
+  ),
+);
+
+/** The mesh configuration, as an Effect `Config` (so tests can supply their own provider). */
+export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
+  port,
+  host: Config.string("FO_HOST").pipe(Config.withDefault("127.0.0.1")),
+  maxRequestBytes,
+  corsOrigins,
+  drainTimeout: Config.duration("FO_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10))),
+  logLevel: Config.logLevel("FO_LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+});
+
+export class MeshConfig extends Context.Tag("fo/MeshConfig")<MeshConfig, MeshConfigShape>() {
+  /** Reads the configuration from the environment; fails with a ConfigError naming the variable. */
+  static readonly layer = Layer.effect(MeshConfig, meshConfig);
+  /** Every default, with `overrides` on top, ignoring the environment (tests). */
+  static readonly make = (overrides: Partial<MeshConfigShape> = {}) =>
+    Layer.effect(
+      MeshConfig,
+      Effect.withConfigProvider(meshConfig, ConfigProvider.fromMap(new Map())).pipe(
+        Effect.map((defaults) => ({ ...defaults, ...overrides })),
+      ),
+    );
+}
+
+/**
+ * One line for a person: which variable is wrong and why. Effect's ConfigError
+ * is a tree (And/Or/Missing/InvalidData); we flatten it to its leaves.
+ */
+export const formatConfigError = (error: ConfigError.ConfigError): string => {
+  const leaves: string[] = [];
+  const walk = (e: ConfigError.ConfigError): void => {
+    switch (e._op) {
+      case "And":
+      case "Or":
+        walk(e.left);
+        walk(e.right);
+        return;
+      case "InvalidData":
+      case "MissingData":
+      case "SourceUnavailable":
+      case "Unsupported":
+        leaves.push(`${e.path.join("_")}: ${e.message}`);
+        return;
+    }
+  };
+  walk(error);
+  return `invalid configuration: ${leaves.join("; ")}`;
+};
+
+/** Reads the configuration and reports a bad value as a one-line string. */
+export const loadConfig = (provider?: ConfigProvider.ConfigProvider) =>
+  Effect.either(provider ? Effect.withConfigProvider(meshConfig, provider) : meshConfig).pipe(
+    Effect.map(Either.mapLeft(formatConfigError)),
+  );

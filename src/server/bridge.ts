@@ -1,0 +1,88 @@
+/**
+ * The Effect ↔ Connect bridge, the one place where port effects become
+ * Connect handler results. Unary calls run with the call's abort signal (a
+ * client that leaves or a passed deadline interrupts the work); server
+ * streams end when the client goes away or the server shuts down.
+ */
+import { randomUUID } from "node:crypto";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Cause, Effect, Exit, Option, Runtime, Stream } from "effect";
+import type { MeshError } from "../common/errors.js";
+import { internalError, meshErrorToConnect } from "./errors.js";
+
+export interface Bridge<R> {
+  /** Runs a unary effect for a handler; failures become ConnectErrors via the error table. */
+  readonly unary: <A>(ctx: HandlerContext, effect: Effect.Effect<A, MeshError, R>) => Promise<A>;
+  /** Turns a stream into the async iterable a server-streaming handler returns. */
+  readonly stream: <A>(
+    ctx: HandlerContext,
+    stream: Stream.Stream<A, MeshError, R>,
+  ) => AsyncIterable<A>;
+}
+
+/** Which RPC a defect happened in: handler contexts and interceptor requests both have it. */
+export type CallInfo = Pick<HandlerContext, "service" | "method">;
+
+/**
+ * Logs a bug with a fresh error id and returns the INTERNAL error the caller
+ * gets: generic message, same id, no detail of the cause.
+ */
+export const makeDefectReporter =
+  <R>(runtime: Runtime.Runtime<R>) =>
+  (call: CallInfo, defect: unknown): ConnectError => {
+    const errorId = randomUUID();
+    Runtime.runSync(runtime)(
+      Effect.logError("unhandled defect in handler", defect).pipe(
+        Effect.annotateLogs({
+          error_id: errorId,
+          rpc: `${call.service.typeName}/${call.method.name}`,
+        }),
+      ),
+    );
+    return internalError(errorId);
+  };
+
+/** Completes when the signal aborts (immediately if it already has). */
+const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (signal.aborted) return resume(Effect.void);
+    const onAbort = () => resume(Effect.void);
+    signal.addEventListener("abort", onAbort, { once: true });
+    return Effect.sync(() => signal.removeEventListener("abort", onAbort));
+  });
+
+/**
+ * @param runtime  the application's runtime, built once from its layers
+ * @param shutdown aborted when the server starts a graceful shutdown: open streams end then
+ */
+export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal): Bridge<R> => {
+  const reportDefect = makeDefectReporter(runtime);
+
+  const toConnectError = (cause: Cause.Cause<MeshError>, ctx: HandlerContext): ConnectError => {
+    const failure = Cause.failureOption(cause);
+    if (Option.isSome(failure)) return meshErrorToConnect(failure.value);
+    if (Cause.isInterruptedOnly(cause)) {
+      // Interrupted because the call's signal fired: report what fired it (the deadline,
+      // or the client cancelling), as Connect itself would.
+      return ctx.signal.aborted
+        ? ConnectError.from(ctx.signal.reason, Code.Canceled)
+        : new ConnectError("server is shutting down", Code.Unavailable);
+    }
+    return reportDefect(ctx, cause);
+  };
+
+  return {
+    unary: async (ctx, effect) => {
+      const exit = await Runtime.runPromiseExit(runtime)(effect, { signal: ctx.signal });
+      if (Exit.isSuccess(exit)) return exit.value;
+      throw toConnectError(exit.cause, ctx);
+    },
+    stream: (ctx, stream) =>
+      stream.pipe(
+        Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),
+        // toAsyncIterable rejects with Cause.squash, which is the ConnectError we fail with.
+        Stream.catchAllCause((cause) => Stream.fail(toConnectError(cause, ctx))),
+        Stream.toAsyncIterableRuntime(runtime),
+      ),
+  };
+};

@@ -1,0 +1,96 @@
+/**
+ * One TCP port for every protocol. gRPC clients open cleartext HTTP/2 with
+ * prior knowledge (h2c); browsers and curl speak HTTP/1.1. The first bytes of
+ * a connection tell them apart (the HTTP/2 connection preface), and the
+ * socket goes to the matching Node server, both running the same handler.
+ */
+
+import { once } from "node:events";
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import { setTimeout as sleep } from "node:timers/promises";
+
+/** Request handler shared by the HTTP/1.1 and HTTP/2 servers. */
+export type Handler = (
+  req: http.IncomingMessage | http2.Http2ServerRequest,
+  res: http.ServerResponse | http2.Http2ServerResponse,
+) => void;
+
+export interface Listening {
+  readonly port: number;
+  /**
+   * Graceful close: stop accepting connections, tell HTTP/2 clients to go
+   * away (GOAWAY), wait up to `drainMs` for requests in flight, then cut
+   * whatever is left so no open session keeps the process alive.
+   */
+  readonly close: (drainMs: number) => Promise<void>;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+
+const isHttp2Preface = (chunk: Buffer): boolean => {
+  const n = Math.min(chunk.length, PREFACE.length);
+  return chunk.subarray(0, n).equals(PREFACE.subarray(0, n));
+};
+
+export const listen = async (handler: Handler, host: string, port: number): Promise<Listening> => {
+  const sockets = new Set<net.Socket>();
+  const sessions = new Set<http2.ServerHttp2Session>();
+  let inFlight = 0;
+  let idle: (() => void) | undefined;
+
+  const tracked: Handler = (req, res) => {
+    inFlight++;
+    res.once("close", () => {
+      inFlight--;
+      if (inFlight === 0) idle?.();
+    });
+    handler(req, res);
+  };
+
+  const h1 = http.createServer(tracked);
+  const h2 = http2.createServer({}, tracked);
+  h2.on("session", (session) => {
+    sessions.add(session);
+    session.once("close", () => sessions.delete(session));
+  });
+
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    socket.once("data", (chunk: Buffer) => {
+      // Give the bytes back and hand the socket to the server that speaks them.
+      socket.pause();
+      socket.unshift(chunk);
+      if (isHttp2Preface(chunk)) {
+        // The HTTP/2 session takes the buffered bytes, then reads the socket's handle
+        // itself: resuming the JS stream too would make two readers.
+        h2.emit("connection", socket);
+      } else {
+        // The HTTP/1 server listens for "data" but leaves a paused socket paused.
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    });
+  });
+
+  tcp.listen(port, host);
+  await Promise.race([once(tcp, "listening"), once(tcp, "error").then(([e]) => Promise.reject(e))]);
+  const address = tcp.address() as net.AddressInfo;
+
+  return {
+    port: address.port,
+    close: async (drainMs) => {
+      const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
+      for (const session of sessions) session.close();
+      h1.closeIdleConnections();
+      if (inFlight > 0) {
+        await Promise.race([new Promise<void>((resolve) => (idle = resolve)), sleep(drainMs)]);
+      }
+      for (const session of sessions) session.destroy();
+      for (const socket of sockets) socket.destroy();
+      await closed;
+    },
+  };
+};

@@ -1,0 +1,36 @@
+/**
+ * Server interceptors: cross-cutting concerns live here, not in handlers.
+ */
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { CallInfo } from "./bridge.js";
+import { withErrorDetail } from "./errors.js";
+
+/**
+ * Last line of the error table: whatever a handler throws leaves as a
+ * ConnectError carrying the FlowOrchestrator detail. A raw throw is a bug and
+ * becomes INTERNAL with an error id (never the raw message).
+ */
+export const errorInterceptor =
+  (reportDefect: (call: CallInfo, defect: unknown) => ConnectError): Interceptor =>
+  (next) =>
+  async (req) => {
+    const normalize = (e: unknown): ConnectError =>
+      e instanceof ConnectError ? withErrorDetail(e) : reportDefect(req, e);
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      const messages = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* messages;
+          } catch (e) {
+            throw normalize(e);
+          }
+        })(),
+      };
+    } catch (e) {
+      throw normalize(e);
+    }
+  };

@@ -1,0 +1,76 @@
+/**
+ * The mesh server as a scoped Layer: acquiring it starts listening, releasing
+ * it is the graceful shutdown (health NOT_SERVING, streams ended, in-flight
+ * calls drained, connections closed). Layers it depends on (backends) are
+ * released after it, in reverse order of acquisition.
+ */
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Context, Duration, Effect, Layer } from "effect";
+import { MeshConfig } from "../config.js";
+import { makeBridge, makeDefectReporter } from "./bridge.js";
+import { makeCors } from "./cors.js";
+import { HealthRegistry } from "./health.js";
+import { type Handler, listen } from "./http.js";
+import { errorInterceptor } from "./interceptors.js";
+import { type AppServices, routes, servedServices } from "./routes.js";
+
+export interface MeshServerShape {
+  /** The port actually bound (useful with `FO_PORT=0`). */
+  readonly port: number;
+  /** Base URL for clients, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+}
+
+export class MeshServer extends Context.Tag("fo/MeshServer")<MeshServer, MeshServerShape>() {}
+
+/**
+ * Between health turning NOT_SERVING and streams being ended, so Watch
+ * subscribers (load balancers) see the change before their stream closes.
+ */
+const ANNOUNCE_DRAIN = Duration.millis(200);
+
+export const MeshServerLive = Layer.scoped(
+  MeshServer,
+  Effect.gen(function* () {
+    const config = yield* MeshConfig;
+    const health = yield* HealthRegistry;
+    const runtime = yield* Effect.runtime<AppServices>();
+    const shutdown = new AbortController();
+    const connect = connectNodeAdapter({
+      routes: routes(makeBridge(runtime, shutdown.signal)),
+      interceptors: [errorInterceptor(makeDefectReporter(runtime))],
+      readMaxBytes: config.maxRequestBytes,
+    });
+    const cors = makeCors(config.corsOrigins);
+    const handler: Handler = (req, res) => {
+      const decision = cors(req.method, req.headers);
+      for (const [k, v] of Object.entries(decision.headers)) res.setHeader(k, v);
+      if (decision.preflight !== undefined) {
+        res.writeHead(decision.preflight);
+        res.end();
+        return;
+      }
+      connect(req, res);
+    };
+
+    for (const service of servedServices) yield* health.set(service.typeName, "SERVING");
+
+    const listening = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => listen(handler, config.host, config.port),
+        catch: (e) => new Error(`cannot listen on ${config.host}:${config.port}: ${String(e)}`),
+      }),
+      (l) =>
+        Effect.gen(function* () {
+          yield* Effect.logInfo("shutting down: draining");
+          yield* health.drain;
+          yield* Effect.sleep(ANNOUNCE_DRAIN);
+          shutdown.abort();
+          yield* Effect.promise(() => l.close(Duration.toMillis(config.drainTimeout)));
+          yield* Effect.logInfo("server closed");
+        }),
+    );
+    const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listening.port}`;
+    return { port: listening.port, url };
+  }),
+);
