@@ -4,13 +4,12 @@
  */
 import {
   Config,
-  type ConfigError,
+  ConfigError,
   ConfigProvider,
   Context,
   Duration,
   Effect,
   Either,
-  Layer,
   LogLevel,
 } from "effect";
 
@@ -30,16 +29,34 @@ export interface MeshConfigShape {
 }
 
 const port = Config.integer("FO_PORT").pipe(
-  Config.withDefault(8080),
   Config.validate({
     message: "must be a port number 0-65535",
     validation: (p) => p >= 0 && p <= 65535,
   }),
+  Config.withDefault(8080),
 );
 
 const maxRequestBytes = Config.integer("FO_MAX_REQUEST_BYTES").pipe(
-  Config.withDefault(4 * 1024 * 1024),
   Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
+  Config.withDefault(4 * 1024 * 1024),
+);
+
+/** `debug`, `INFO`, `Warning`…: any case, as operators type it. */
+const logLevel = Config.string("FO_LOG_LEVEL").pipe(
+  Config.mapOrFail((s) => {
+    const level = LogLevel.allLevels.find(
+      (l) => l.label.toLowerCase() === s.toLowerCase() || l._tag.toLowerCase() === s.toLowerCase(),
+    );
+    return level
+      ? Either.right(level)
+      : Either.left(
+          ConfigError.InvalidData(
+            [],
+            `must be one of ${LogLevel.allLevels.map((l) => l.label.toLowerCase()).join(", ")}`,
+          ),
+        );
+  }),
+  Config.withDefault(LogLevel.Info),
 );
 
 const corsOrigins = Config.string("FO_CORS_ORIGINS").pipe(
@@ -59,21 +76,14 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
   maxRequestBytes,
   corsOrigins,
   drainTimeout: Config.duration("FO_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10))),
-  logLevel: Config.logLevel("FO_LOG_LEVEL").pipe(Config.withDefault(LogLevel.Info)),
+  logLevel,
 });
 
-export class MeshConfig extends Context.Tag("fo/MeshConfig")<MeshConfig, MeshConfigShape>() {
-  /** Reads the configuration from the environment; fails with a ConfigError naming the variable. */
-  static readonly layer = Layer.effect(MeshConfig, meshConfig);
-  /** Every default, with `overrides` on top, ignoring the environment (tests). */
-  static readonly make = (overrides: Partial<MeshConfigShape> = {}) =>
-    Layer.effect(
-      MeshConfig,
-      Effect.withConfigProvider(meshConfig, ConfigProvider.fromMap(new Map())).pipe(
-        Effect.map((defaults) => ({ ...defaults, ...overrides })),
-      ),
-    );
-}
+export class MeshConfig extends Context.Tag("fo/MeshConfig")<MeshConfig, MeshConfigShape>() {}
+
+/** Every setting at its default, ignoring the environment. */
+export const defaultConfig = (): MeshConfigShape =>
+  Effect.runSync(Effect.withConfigProvider(meshConfig, ConfigProvider.fromMap(new Map())));
 
 /**
  * One line for a person: which variable is wrong and why. Effect's ConfigError

@@ -2,21 +2,16 @@
  * Entry point: read the configuration, compose the layers, serve until
  * SIGTERM/SIGINT, then shut down gracefully and exit 0.
  */
-import { Cause, Effect, Either, Exit, Fiber, Layer, Logger } from "effect";
-import { loadConfig, MeshConfig } from "./config.js";
-import { HealthRegistry } from "./server/health.js";
-import { MeshServer, MeshServerLive } from "./server/server.js";
+import { Cause, Effect, Either, Exit, Fiber, Logger } from "effect";
+import { appLayer } from "./app.js";
+import { loadConfig } from "./config.js";
+import { MeshServer } from "./server/server.js";
 
 const config = Effect.runSync(loadConfig());
 if (Either.isLeft(config)) {
   process.stderr.write(`${config.left}\n`);
   process.exit(2);
 }
-
-const app = MeshServerLive.pipe(
-  Layer.provide(HealthRegistry.Default),
-  Layer.provide(Layer.succeed(MeshConfig, config.right)),
-);
 
 const program = Effect.gen(function* () {
   const { url } = yield* MeshServer;
@@ -26,7 +21,7 @@ const program = Effect.gen(function* () {
   );
   return yield* Effect.never;
 }).pipe(
-  Effect.provide(app),
+  Effect.provide(appLayer(config.right)),
   Effect.provide(Logger.json),
   Logger.withMinimumLogLevel(config.right.logLevel),
 );
@@ -38,6 +33,8 @@ process.once("SIGINT", stop);
 
 fiber.addObserver((exit) => {
   if (Exit.isInterrupted(exit)) process.exit(0);
-  process.stderr.write(`${Cause.pretty(Exit.isFailure(exit) ? exit.cause : Cause.empty)}\n`);
+  // Start-up failed (port taken, backend unreachable): one line, not a stack trace.
+  const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : "exited unexpectedly";
+  process.stderr.write(`fatal: ${error instanceof Error ? error.message : String(error)}\n`);
   process.exit(1);
 });

@@ -83,11 +83,19 @@ export const listen = async (handler: Handler, host: string, port: number): Prom
     port: address.port,
     close: async (drainMs) => {
       const closed = new Promise<void>((resolve) => tcp.close(() => resolve()));
-      for (const session of sessions) session.close();
+      // GOAWAY: HTTP/2 sessions take no new streams and close once their streams are done.
+      const sessionsDone = [...sessions].map(
+        (session) => new Promise<void>((resolve) => session.close(resolve)),
+      );
       h1.closeIdleConnections();
-      if (inFlight > 0) {
-        await Promise.race([new Promise<void>((resolve) => (idle = resolve)), sleep(drainMs)]);
-      }
+      const requestsDone = new Promise<void>((resolve) => {
+        idle = resolve;
+        if (inFlight === 0) resolve();
+      });
+      await Promise.race([
+        Promise.all([requestsDone, ...sessionsDone]),
+        sleep(drainMs, undefined, { ref: false }),
+      ]);
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       await closed;

@@ -1,0 +1,15 @@
+/**
+ * The application as one Layer: the server and everything it stands on.
+ * Service issues add their ports' layers here. The output keeps the health
+ * registry so embedders (tests, main) can report into it.
+ */
+import { Layer } from "effect";
+import { MeshConfig, type MeshConfigShape } from "./config.js";
+import { HealthRegistry } from "./server/health.js";
+import { MeshServerLive } from "./server/server.js";
+
+export const appLayer = (config: MeshConfigShape) =>
+  MeshServerLive.pipe(
+    Layer.provideMerge(HealthRegistry.Default),
+    Layer.provide(Layer.succeed(MeshConfig, config)),
+  );

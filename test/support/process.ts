@@ -1,0 +1,43 @@
+/** Runs the mesh as its own process, as `npm start` does. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { createInterface } from "node:readline";
+
+export interface MeshProcess {
+  readonly child: ChildProcess;
+  readonly url: string;
+  /** Every stdout line so far. */
+  readonly lines: string[];
+  /** Resolves with the exit code. */
+  readonly exited: Promise<number | null>;
+}
+
+/** As `npm start` runs it: one node process, so signals reach the mesh directly. */
+const command = ["--import", "tsx", "src/main.ts"];
+
+export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshProcess> => {
+  const child = spawn(process.execPath, command, {
+    env: { ...process.env, FO_PORT: "0", ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  const exited = once(child, "exit").then(([code]) => code as number | null);
+  const lines: string[] = [];
+  const url = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
+      lines.push(line);
+      const match = /listening on (http:\/\/\S+)/.exec(line);
+      if (match?.[1]) resolve(match[1]);
+    });
+    exited.then((code) => reject(new Error(`mesh exited with ${code} before listening`)));
+  });
+  return { child, url, lines, exited };
+};
+
+/** Runs the mesh expecting it to stop by itself; returns its exit code and stderr. */
+export const runMeshToExit = async (env: Record<string, string>) => {
+  const child = spawn(process.execPath, command, { env: { ...process.env, ...env } });
+  let stderr = "";
+  child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
+  const [code] = await once(child, "exit");
+  return { code: code as number | null, stderr };
+};

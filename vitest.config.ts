@@ -1,0 +1,26 @@
+import { defineConfig } from "vitest/config";
+
+/**
+ * Three tiers: unit (in-process, in-memory transports), e2e (a real server on
+ * port 0, called over every protocol and by CLI tools), integration (real
+ * backends started by test/infra before the suite).
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: "unit", include: ["test/unit/**/*.test.ts"] } },
+      {
+        test: { name: "e2e", include: ["test/e2e/**/*.test.ts"], testTimeout: 30_000 },
+      },
+      {
+        test: {
+          name: "integration",
+          include: ["test/integration/**/*.test.ts"],
+          globalSetup: ["test/infra/global-setup.ts"],
+          testTimeout: 60_000,
+          hookTimeout: 900_000,
+        },
+      },
+    ],
+  },
+});
