@@ -27,6 +27,9 @@ export interface Listening {
   readonly close: (drainMs: number) => Promise<void>;
 }
 
+/** After the last request ends, how long HTTP/2 sessions get to finish closing. */
+const SESSION_CLOSE_GRACE_MS = 500;
+
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
 const isHttp2Preface = (chunk: Buffer): boolean => {
@@ -92,10 +95,12 @@ export const listen = async (handler: Handler, host: string, port: number): Prom
         idle = resolve;
         if (inFlight === 0) resolve();
       });
-      await Promise.race([
-        Promise.all([requestsDone, ...sessionsDone]),
-        sleep(drainMs, undefined, { ref: false }),
-      ]);
+      const deadline = sleep(drainMs, undefined, { ref: false });
+      await Promise.race([requestsDone, deadline]);
+      // Sessions close once their last frames are out; a peer that keeps its end open
+      // gets a short grace, not the whole drain timeout.
+      const grace = sleep(SESSION_CLOSE_GRACE_MS, undefined, { ref: false });
+      await Promise.race([Promise.all(sessionsDone), deadline, grace]);
       for (const session of sessions) session.destroy();
       for (const socket of sockets) socket.destroy();
       await closed;
