@@ -4,13 +4,8 @@
  * message and an error id that is also logged; internal detail never reaches
  * the caller.
  */
-import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import {
-  type ErrorDetail,
-  ErrorDetailSchema,
-  ErrorSeverity,
-} from "../../gen/floworchestrator/common/v1/error_pb.js";
+import { ErrorDetailSchema, ErrorSeverity } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import type { MeshError, Severity } from "../common/errors.js";
 
@@ -92,20 +87,18 @@ export const internalError = (errorId: string): ConnectError => {
   return err;
 };
 
-/** Whether a ConnectError already carries our detail. */
-const hasErrorDetail = (err: ConnectError): boolean =>
-  err.findDetails(ErrorDetailSchema).length > 0;
-
 /**
  * Adds the FlowOrchestrator detail to an error raised by the transport (a
  * deadline, a size limit, an unknown method) so every error has one.
  */
 export const withErrorDetail = (err: ConnectError): ConnectError => {
-  if (hasErrorDetail(err)) return err;
-  const detail: ErrorDetail = create(ErrorDetailSchema, {
-    code: codeForStatus[err.code] ?? "SYSTEM_ERROR.UNKNOWN",
-    severity: ErrorSeverity.MAJOR,
+  if (err.findDetails(ErrorDetailSchema).length > 0) return err;
+  err.details.push({
+    desc: ErrorDetailSchema,
+    value: {
+      code: codeForStatus[err.code] ?? "SYSTEM_ERROR.UNKNOWN",
+      severity: ErrorSeverity.MAJOR,
+    },
   });
-  err.details.push({ desc: ErrorDetailSchema, value: detail });
   return err;
 };

@@ -1,11 +1,5 @@
 /** Tier 1: the Effect↔Connect bridge and error interceptor over an in-memory router transport. */
-import {
-  Code,
-  ConnectError,
-  createClient,
-  createRouterTransport,
-  type ServiceImpl,
-} from "@connectrpc/connect";
+import { Code, createClient, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
 import { Effect, Logger, ManagedRuntime, type Runtime, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
@@ -16,6 +10,7 @@ import {
 import { NotFound } from "../../src/common/errors.js";
 import { type Bridge, makeBridge, makeDefectReporter } from "../../src/server/bridge.js";
 import { errorInterceptor } from "../../src/server/interceptors.js";
+import { failureOf } from "../support/clients.js";
 
 const logs: string[] = [];
 const managed = ManagedRuntime.make(
@@ -29,15 +24,6 @@ beforeAll(async () => {
   runtime = await managed.runtime();
 });
 afterAll(() => managed.dispose());
-
-const caught = async (p: Promise<unknown>): Promise<ConnectError> => {
-  try {
-    await p;
-  } catch (e) {
-    return ConnectError.from(e);
-  }
-  throw new Error("expected the call to fail");
-};
 
 type TestBridge = Bridge<never>;
 
@@ -63,7 +49,7 @@ describe("bridge", () => {
     const { client } = setup((b) => ({
       check: (_req, ctx) => b.unary(ctx, Effect.fail(new NotFound({ message: "no such thing" }))),
     }));
-    const err = await caught(client.check({}));
+    const err = await failureOf(client.check({}));
     expect(err.code).toBe(Code.NotFound);
     expect(err.rawMessage).toBe("no such thing");
     expect(err.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.NOT_FOUND");
@@ -73,7 +59,7 @@ describe("bridge", () => {
     const { client } = setup((b) => ({
       check: (_req, ctx) => b.unary(ctx, Effect.die(new Error("pool exhausted at 10.1.2.3:27017"))),
     }));
-    const err = await caught(client.check({}));
+    const err = await failureOf(client.check({}));
     expect(err.code).toBe(Code.Internal);
     expect(err.message).not.toContain("10.1.2.3");
     const errorId = err.findDetails(ErrorDetailSchema)[0]?.errorId ?? "";
@@ -90,7 +76,7 @@ describe("bridge", () => {
         throw new Error("secret stack");
       },
     }));
-    const err = await caught(client.check({}));
+    const err = await failureOf(client.check({}));
     expect(err.code).toBe(Code.Internal);
     expect(err.message).not.toContain("secret");
     expect(err.findDetails(ErrorDetailSchema)[0]?.errorId).toBeTruthy();
@@ -105,7 +91,7 @@ describe("bridge", () => {
           Effect.never.pipe(Effect.onInterrupt(() => Effect.sync(() => (interrupted = true)))),
         ),
     }));
-    const err = await caught(client.check({}, { timeoutMs: 100 }));
+    const err = await failureOf(client.check({}, { timeoutMs: 100 }));
     expect(err.code).toBe(Code.DeadlineExceeded);
     await new Promise((r) => setTimeout(r, 20));
     expect(interrupted).toBe(true);
@@ -136,7 +122,7 @@ describe("bridge", () => {
         ),
     }));
     const seen: Status[] = [];
-    const err = await caught(
+    const err = await failureOf(
       (async () => {
         for await (const res of client.watch({})) seen.push(res.status);
       })(),
