@@ -11,6 +11,8 @@ import {
   Effect,
   Either,
   LogLevel,
+  type Option,
+  type Redacted,
 } from "effect";
 
 export interface MeshConfigShape {
@@ -26,6 +28,17 @@ export interface MeshConfigShape {
   readonly drainTimeout: Duration.Duration;
   /** Minimum level of log lines written to stdout. */
   readonly logLevel: LogLevel.LogLevel;
+  /** DataStore backend: MongoDB when a URI is set, else the embedded store. */
+  readonly datastore: {
+    readonly mongodbUri: Option.Option<Redacted.Redacted<string>>;
+    readonly mongodbDatabase: string;
+    /** Where the embedded backends persist. */
+    readonly dataDir: string;
+    /** Largest entity document, in bytes (JSON encoded). */
+    readonly maxDocumentBytes: number;
+    /** How often watch streams look for changes made by any mesh instance. */
+    readonly watchPollInterval: Duration.Duration;
+  };
 }
 
 const port = Config.integer("FO_PORT").pipe(
@@ -77,6 +90,24 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
   corsOrigins,
   drainTimeout: Config.duration("FO_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10))),
   logLevel,
+  datastore: Config.all({
+    mongodbUri: Config.option(Config.redacted("FO_MONGODB_URI")),
+    mongodbDatabase: Config.string("FO_MONGODB_DATABASE").pipe(
+      Config.validate({
+        message: "must be a MongoDB database name (letters, digits, '_', '-'; at most 63)",
+        validation: (s) => /^[A-Za-z0-9_-]{1,63}$/.test(s),
+      }),
+      Config.withDefault("floworchestrator"),
+    ),
+    dataDir: Config.string("FO_DATA_DIR").pipe(Config.withDefault("./data")),
+    maxDocumentBytes: Config.integer("FO_MAX_DOCUMENT_BYTES").pipe(
+      Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
+      Config.withDefault(1024 * 1024),
+    ),
+    watchPollInterval: Config.duration("FO_WATCH_POLL_INTERVAL").pipe(
+      Config.withDefault(Duration.millis(250)),
+    ),
+  }),
 });
 
 export class MeshConfig extends Context.Tag("fo/MeshConfig")<MeshConfig, MeshConfigShape>() {}

@@ -15,6 +15,7 @@ beforeAll(async () => {
 afterAll(() => mesh.close());
 
 const services = [
+  "floworchestrator.datastore.v1.DataStoreService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
@@ -49,6 +50,24 @@ describe("buf curl", () => {
       expect(JSON.parse(stdout)).toEqual({ status: "SERVING" });
     },
   );
+
+  it("creates and reads an entity with JSON bodies typed through reflection", async () => {
+    const call = (method: string, body: object) =>
+      run(buf, [
+        "curl",
+        "--http2-prior-knowledge",
+        "-d",
+        JSON.stringify(body),
+        `${mesh.url}/floworchestrator.datastore.v1.DataStoreService/${method}`,
+      ]);
+    await call("CreateEntity", { kind: "flow", id: "cli-1", document: { name: "import orders" } });
+    const { stdout } = await call("GetEntity", { kind: "flow", id: "cli-1" });
+    expect(JSON.parse(stdout).entity).toMatchObject({
+      id: "cli-1",
+      version: "1",
+      document: { name: "import orders" },
+    });
+  });
 
   it("describes a method's request type through reflection", async () => {
     const { stdout } = await run(buf, [

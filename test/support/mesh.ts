@@ -1,4 +1,7 @@
 /** Starts a real mesh server on a free port for a test, on embedded backends. */
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { Effect, Layer, Logger, LogLevel, ManagedRuntime } from "effect";
 import { appLayer } from "../../src/app.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
@@ -14,7 +17,15 @@ export interface TestMesh {
 }
 
 export const startMesh = async (overrides: Partial<MeshConfigShape> = {}): Promise<TestMesh> => {
-  const config = { ...defaultConfig(), port: 0, ...overrides };
+  const defaults = defaultConfig();
+  // Embedded backends persist: each mesh gets its own fresh data directory.
+  const dataDir = await mkdtemp(join(tmpdir(), "fo-mesh-"));
+  const config = {
+    ...defaults,
+    port: 0,
+    datastore: { ...defaults.datastore, dataDir },
+    ...overrides,
+  };
   const runtime = ManagedRuntime.make(
     appLayer(config).pipe(
       Layer.provide(Logger.json),

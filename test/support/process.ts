@@ -1,6 +1,9 @@
 /** Runs the mesh as its own process, as `npm start` does. */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 
 export interface MeshProcess {
@@ -17,7 +20,12 @@ const command = ["--import", "tsx", "src/main.ts"];
 
 export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshProcess> => {
   const child = spawn(process.execPath, command, {
-    env: { ...process.env, FO_PORT: "0", ...env },
+    env: {
+      ...process.env,
+      FO_PORT: "0",
+      FO_DATA_DIR: mkdtempSync(join(tmpdir(), "fo-mesh-")),
+      ...env,
+    },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);

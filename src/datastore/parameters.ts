@@ -1,0 +1,615 @@
+/**
+ * Configuration parameters: values keyed by (key, scope, scope id) with every
+ * revision kept, definitions enforced on set and on resolve, resolution by
+ * most specific scope, and a watch stream.
+ *
+ * Stored: `parameters` `{ _id: "key:SCOPE:scopeId", key, scope, scopeId, scopeKey, value, revision, … }`,
+ * `parameter_history` `{ _id: "<parameter _id>:<revision>", paramId, revision, value, deleted, at }`,
+ * `parameter_definitions` `{ _id: key, … }`.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Effect, Option, Stream } from "effect";
+import type {
+  DefineParameterRequest,
+  DeleteParameterRequest,
+  GetParameterDefinitionRequest,
+  GetParameterHistoryRequest,
+  GetParameterRequest,
+  ListParameterDefinitionsRequest,
+  ListParametersRequest,
+  ResolveParametersRequest,
+  SetParameterRequest,
+  WatchParametersRequest,
+} from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { WatchParametersResponse_Type as EventType } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import {
+  type Parameter,
+  ParameterDataType,
+  type ParameterDefinition,
+  ParameterDefinitionSchema,
+  ParameterRevisionSchema,
+  ParameterSchema,
+  ParameterScope,
+  ResolvedParameterSchema,
+} from "../../gen/floworchestrator/datastore/v1/parameter_pb.js";
+import { Aborted, FailedPrecondition, InvalidArgument, NotFound } from "../common/errors.js";
+import type { ChangeFeed } from "./changes.js";
+import { jsonOf, now, pad, timestamp, unavailable, valueOf } from "./common.js";
+import { findPage } from "./paging.js";
+import {
+  checkValue,
+  compilePattern,
+  dataTypeName,
+  type Problem,
+  type StoredDefinition,
+} from "./parameter-rules.js";
+import type { Collection, Doc, Json, Predicate } from "./store.js";
+import * as V from "./validate.js";
+import { watch } from "./watch.js";
+
+type ScopeName = "SYSTEM" | "SERVICE_TYPE" | "SERVICE_INSTANCE" | "FLOW" | "EXECUTION";
+const scopeName = (s: ParameterScope) => ParameterScope[s] as ScopeName;
+/** Least to most specific. */
+const SPECIFICITY: ReadonlyArray<ScopeName> = [
+  "SYSTEM",
+  "SERVICE_TYPE",
+  "SERVICE_INSTANCE",
+  "FLOW",
+  "EXECUTION",
+];
+
+const KEY = /^[A-Za-z0-9._-]{1,256}$/;
+const keyCheck = (field: string, key: string): V.Violations =>
+  KEY.test(key) ? [] : [{ field, description: "must be 1-256 letters, digits, '.', '_' or '-'" }];
+
+const scopeChecks = (scope: ParameterScope, scopeId: string): V.Violations => {
+  if (scope === ParameterScope.UNSPECIFIED) return [{ field: "scope", description: "is required" }];
+  if (scope === ParameterScope.SYSTEM) {
+    return scopeId === "" ? [] : [{ field: "scope_id", description: "must be empty for SYSTEM" }];
+  }
+  return scope === ParameterScope.SERVICE_TYPE
+    ? V.typeName("scope_id", scopeId)
+    : V.identifier("scope_id", scopeId);
+};
+
+const paramId = (key: string, scope: ScopeName, scopeId: string) => `${key}:${scope}:${scopeId}`;
+const scopeKey = (scope: ScopeName, scopeId: string) => `${scope}:${scopeId}`;
+
+export const toParameter = (d: Doc): Parameter =>
+  create(ParameterSchema, {
+    key: d.key as string,
+    scope: ParameterScope[d.scope as ScopeName],
+    scopeId: d.scopeId as string,
+    value: valueOf(d.value as Json),
+    revision: BigInt(d.revision as number),
+    createTime: timestamp(d.createTime as number),
+    updateTime: timestamp(d.updateTime as number),
+  });
+
+const toDefinition = (d: Doc): ParameterDefinition =>
+  create(ParameterDefinitionSchema, {
+    key: d.key as string,
+    dataType: ParameterDataType[d.dataType as keyof typeof ParameterDataType],
+    required: d.required as boolean,
+    ...(d.hasDefault ? { defaultValue: valueOf(d.defaultValue as Json) } : {}),
+    pattern: d.pattern as string,
+    ...(d.minimum === null ? {} : { minimum: d.minimum as number }),
+    ...(d.maximum === null ? {} : { maximum: d.maximum as number }),
+    allowedValues: (d.allowedValues as Json[]).map(valueOf),
+    description: d.description as string,
+    ...(d.example === null ? {} : { example: valueOf(d.example as Json) }),
+    minimumVersion: d.minimumVersion as string,
+    deprecatedInVersion: d.deprecatedInVersion as string,
+    removedInVersion: d.removedInVersion as string,
+    dependsOn: d.dependsOn as string[],
+    updateTime: timestamp(d.updateTime as number),
+  });
+
+const configurationError = (make: "invalid" | "precondition", problems: ReadonlyArray<Problem>) => {
+  const first = problems[0] as Problem;
+  const message = problems.map((p) => `${p.key}: ${p.description}`).join("; ");
+  const metadata = Object.fromEntries(problems.map((p) => [p.key, p.code]));
+  return make === "invalid"
+    ? new InvalidArgument({
+        message: `invalid value: ${message}`,
+        code: first.code,
+        metadata,
+        violations: problems.map((p) => ({ field: "value", description: p.description })),
+      })
+    : new FailedPrecondition({
+        message: `configuration does not resolve: ${message}`,
+        code: first.code,
+        metadata,
+      });
+};
+
+export const makeParameters = (
+  parameters: Collection,
+  history: Collection,
+  definitions: Collection,
+  feed: {
+    readonly publish: (
+      op: string,
+      doc: Doc,
+    ) => Effect.Effect<void, import("./store.js").StoreUnavailable>;
+  },
+) => {
+  const definitionOf = (key: string) =>
+    definitions.get(key).pipe(Effect.map(Option.map((d) => d as unknown as StoredDefinition)));
+
+  const notFound = (key: string, scope: ScopeName, scopeId: string) =>
+    new NotFound({
+      message: `parameter "${key}" is not set at ${scope}${scopeId ? ` "${scopeId}"` : ""}`,
+      metadata: { key, scope, scope_id: scopeId },
+    });
+
+  const conflict = (expected: bigint) =>
+    new Aborted({
+      message: `parameter is not at revision ${expected}`,
+      metadata: { expected_revision: `${expected}` },
+    });
+
+  /** The highest revision ever written for a parameter (history survives deletes). */
+  const lastRevision = (id: string) =>
+    history
+      .find({
+        where: [{ path: "paramId", op: "eq", value: id }],
+        sort: { path: "revision", descending: true },
+        limit: 1,
+      })
+      .pipe(Effect.map(([d]) => (d?.revision as number | undefined) ?? 0));
+
+  const setParameter = (req: SetParameterRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        const value = jsonOf(req.value);
+        yield* V.check(
+          keyCheck("key", req.key),
+          scopeChecks(req.scope, req.scopeId),
+          value === undefined ? [{ field: "value", description: "is required" }] : [],
+          V.document("value", value ?? null, 64 * 1024),
+        );
+        const definition = yield* definitionOf(req.key);
+        if (Option.isSome(definition)) {
+          const problem = checkValue(definition.value, value as Json);
+          if (problem) return yield* Effect.fail(configurationError("invalid", [problem]));
+        }
+        const scope = scopeName(req.scope);
+        const id = paramId(req.key, scope, req.scopeId);
+        const at = yield* now;
+        const current = yield* parameters.get(id);
+        const currentRevision = Option.match(current, {
+          onNone: () => 0,
+          onSome: (d) => d.revision as number,
+        });
+        if (
+          req.expectedRevision !== undefined &&
+          BigInt(currentRevision) !== req.expectedRevision
+        ) {
+          return yield* Effect.fail(conflict(req.expectedRevision));
+        }
+        let written: Option.Option<Doc>;
+        if (Option.isNone(current)) {
+          const revision = (yield* lastRevision(id)) + 1;
+          const doc: Doc = {
+            _id: id,
+            key: req.key,
+            scope,
+            scopeId: req.scopeId,
+            scopeKey: scopeKey(scope, req.scopeId),
+            value: value as Json,
+            revision,
+            createTime: at,
+            updateTime: at,
+          };
+          written = (yield* parameters.insert(doc)) ? Option.some(doc) : Option.none();
+        } else {
+          written = yield* parameters.update(
+            id,
+            { value: value as Json, revision: currentRevision + 1, updateTime: at },
+            { path: "revision", value: currentRevision },
+          );
+        }
+        if (Option.isNone(written)) {
+          return yield* Effect.fail(
+            new Aborted({
+              message: `parameter "${req.key}" changed concurrently; read it and retry`,
+            }),
+          );
+        }
+        const doc = written.value;
+        yield* history.insert({
+          _id: `${id}:${pad(doc.revision as number)}`,
+          paramId: id,
+          revision: doc.revision as number,
+          value: value as Json,
+          deleted: false,
+          at,
+        });
+        yield* feed.publish("put", doc);
+        return { parameter: toParameter(doc) };
+      }),
+    );
+
+  const load = (key: string, scope: ScopeName, scopeId: string) =>
+    parameters
+      .get(paramId(key, scope, scopeId))
+      .pipe(
+        Effect.flatMap(
+          Option.match({
+            onNone: () => Effect.fail(notFound(key, scope, scopeId)),
+            onSome: Effect.succeed,
+          }),
+        ),
+      );
+
+  const getParameter = (req: GetParameterRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(keyCheck("key", req.key), scopeChecks(req.scope, req.scopeId));
+        return { parameter: toParameter(yield* load(req.key, scopeName(req.scope), req.scopeId)) };
+      }),
+    );
+
+  const listParameters = (req: ListParametersRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(
+          req.keyPrefix === "" ? [] : keyCheck("key_prefix", req.keyPrefix),
+          req.scope === ParameterScope.UNSPECIFIED
+            ? req.scopeId === ""
+              ? []
+              : [{ field: "scope_id", description: "needs a scope" }]
+            : req.scopeId === ""
+              ? []
+              : scopeChecks(req.scope, req.scopeId),
+        );
+        const size = yield* V.pageSize(req.pageSize);
+        const where: Predicate[] = [
+          ...(req.keyPrefix === ""
+            ? []
+            : [{ path: "key", op: "prefix", value: req.keyPrefix } as const]),
+          ...(req.scope === ParameterScope.UNSPECIFIED
+            ? []
+            : [{ path: "scope", op: "eq", value: scopeName(req.scope) } as const]),
+          ...(req.scopeId === ""
+            ? []
+            : [{ path: "scopeId", op: "eq", value: req.scopeId } as const]),
+        ];
+        const page = yield* findPage(parameters, { where }, where, size, req.pageToken);
+        return { parameters: page.docs.map(toParameter), nextPageToken: page.nextPageToken };
+      }),
+    );
+
+  const deleteParameter = (req: DeleteParameterRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(keyCheck("key", req.key), scopeChecks(req.scope, req.scopeId));
+        const scope = scopeName(req.scope);
+        const current = yield* load(req.key, scope, req.scopeId);
+        const revision = current.revision as number;
+        if (req.expectedRevision !== undefined && BigInt(revision) !== req.expectedRevision) {
+          return yield* Effect.fail(conflict(req.expectedRevision));
+        }
+        if (!(yield* parameters.remove(current._id, { path: "revision", value: revision }))) {
+          return yield* Effect.fail(
+            new Aborted({ message: `parameter "${req.key}" changed concurrently` }),
+          );
+        }
+        const at = yield* now;
+        yield* history.insert({
+          _id: `${current._id}:${pad(revision + 1)}`,
+          paramId: current._id,
+          revision: revision + 1,
+          value: null,
+          deleted: true,
+          at,
+        });
+        yield* feed.publish("delete", { ...current, revision: revision + 1, updateTime: at });
+        return {};
+      }),
+    );
+
+  const getParameterHistory = (req: GetParameterHistoryRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(keyCheck("key", req.key), scopeChecks(req.scope, req.scopeId));
+        const size = yield* V.pageSize(req.pageSize);
+        const id = paramId(req.key, scopeName(req.scope), req.scopeId);
+        const where: Predicate[] = [{ path: "paramId", op: "eq", value: id }];
+        const sort = { path: "revision", descending: true };
+        const page = yield* findPage(
+          history,
+          { where, sort },
+          { where, sort },
+          size,
+          req.pageToken,
+        );
+        if (page.docs.length === 0 && req.pageToken === "") {
+          return yield* Effect.fail(notFound(req.key, scopeName(req.scope), req.scopeId));
+        }
+        return {
+          revisions: page.docs.map((d) =>
+            create(ParameterRevisionSchema, {
+              revision: BigInt(d.revision as number),
+              ...(d.deleted ? {} : { value: valueOf(d.value as Json) }),
+              deleted: d.deleted as boolean,
+              updateTime: timestamp(d.at as number),
+            }),
+          ),
+          nextPageToken: page.nextPageToken,
+        };
+      }),
+    );
+
+  const resolveParameters = (req: ResolveParametersRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        const ctx = req.context;
+        yield* V.check(
+          V.maxItems("keys", req.keys, 1000),
+          req.keys.flatMap((k, i) => keyCheck(`keys[${i}]`, k)),
+          ctx?.serviceType ? V.typeName("context.service_type", ctx.serviceType) : [],
+          ctx?.serviceId ? V.identifier("context.service_id", ctx.serviceId) : [],
+          ctx?.flowId ? V.identifier("context.flow_id", ctx.flowId) : [],
+          ctx?.executionId ? V.identifier("context.execution_id", ctx.executionId) : [],
+        );
+        const scopes: Array<[ScopeName, string]> = [["SYSTEM", ""]];
+        if (ctx?.serviceType) scopes.push(["SERVICE_TYPE", ctx.serviceType]);
+        if (ctx?.serviceId) scopes.push(["SERVICE_INSTANCE", ctx.serviceId]);
+        if (ctx?.flowId) scopes.push(["FLOW", ctx.flowId]);
+        if (ctx?.executionId) scopes.push(["EXECUTION", ctx.executionId]);
+        const keyFilter: Predicate[] =
+          req.keys.length > 0 ? [{ path: "key", op: "in", values: req.keys }] : [];
+        const values = yield* parameters.find({
+          where: [
+            { path: "scopeKey", op: "in", values: scopes.map(([s, id]) => scopeKey(s, id)) },
+            ...keyFilter,
+          ],
+          limit: 100_000,
+        });
+        const defs = (yield* definitions.find({
+          where: keyFilter,
+          limit: 100_000,
+        })) as unknown as StoredDefinition[];
+        const defByKey = new Map(defs.map((d) => [d.key, d]));
+
+        const best = new Map<string, Doc>();
+        for (const d of values) {
+          const prev = best.get(d.key as string);
+          const rank = SPECIFICITY.indexOf(d.scope as ScopeName);
+          if (!prev || rank > SPECIFICITY.indexOf(prev.scope as ScopeName))
+            best.set(d.key as string, d);
+        }
+        const keys =
+          req.keys.length > 0
+            ? [...new Set(req.keys)]
+            : [...new Set([...best.keys(), ...defByKey.keys()])];
+        const problems: Problem[] = [];
+        const resolved = keys.flatMap((key) => {
+          const found = best.get(key);
+          const def = defByKey.get(key);
+          const value = found
+            ? (found.value as Json)
+            : def?.hasDefault
+              ? def.defaultValue
+              : undefined;
+          if (value === undefined) {
+            if (def?.required) {
+              problems.push({
+                key,
+                code: "CONFIGURATION_ERROR.MISSING_PARAMETER",
+                description: "is required and has no value",
+              });
+            }
+            return [];
+          }
+          const problem = def ? checkValue(def, value) : undefined;
+          if (problem) problems.push(problem);
+          return [
+            create(ResolvedParameterSchema, {
+              key,
+              value: valueOf(value),
+              sourceScope: found
+                ? ParameterScope[found.scope as ScopeName]
+                : ParameterScope.UNSPECIFIED,
+              sourceScopeId: found ? (found.scopeId as string) : "",
+              isDefault: !found,
+              revision: BigInt(found ? (found.revision as number) : 0),
+            }),
+          ];
+        });
+        const present = new Set(resolved.map((r) => r.key));
+        for (const r of resolved) {
+          for (const dep of defByKey.get(r.key)?.dependsOn ?? []) {
+            const depValue = best.get(dep) ?? (defByKey.get(dep)?.hasDefault ? true : undefined);
+            if (!present.has(dep) && depValue === undefined) {
+              problems.push({
+                key: r.key,
+                code: "CONFIGURATION_ERROR.MISSING_DEPENDENT_PARAMETER",
+                description: `needs "${dep}", which has no value`,
+              });
+            }
+          }
+        }
+        if (problems.length > 0)
+          return yield* Effect.fail(configurationError("precondition", problems));
+        return { parameters: resolved };
+      }),
+    );
+
+  const watchParameters = (
+    req: WatchParametersRequest,
+  ): Stream.Stream<
+    { type: EventType; parameter?: Parameter },
+    InvalidArgument | import("../common/errors.js").Unavailable,
+    ChangeFeed
+  > => {
+    const checks = [
+      ...req.keys.flatMap((k, i) => keyCheck(`keys[${i}]`, k)),
+      ...(req.keyPrefix === "" ? [] : keyCheck("key_prefix", req.keyPrefix)),
+      ...(req.scopeId !== "" ? scopeChecks(req.scope, req.scopeId) : []),
+    ];
+    const keys = new Set(req.keys);
+    const scope = req.scope === ParameterScope.UNSPECIFIED ? undefined : scopeName(req.scope);
+    const matches = (d: Doc) =>
+      (keys.size === 0 || keys.has(d.key as string)) &&
+      (d.key as string).startsWith(req.keyPrefix) &&
+      (scope === undefined || d.scope === scope) &&
+      (req.scopeId === "" || d.scopeId === req.scopeId);
+    const where: Predicate[] = [
+      ...(keys.size > 0 ? [{ path: "key", op: "in", values: [...keys] } as const] : []),
+      ...(req.keyPrefix === ""
+        ? []
+        : [{ path: "key", op: "prefix", value: req.keyPrefix } as const]),
+      ...(scope === undefined ? [] : [{ path: "scope", op: "eq", value: scope } as const]),
+      ...(req.scopeId === "" ? [] : [{ path: "scopeId", op: "eq", value: req.scopeId } as const]),
+    ];
+    const stream = watch<{ type: EventType; parameter?: Parameter }>({
+      topic: "parameter",
+      snapshot: parameters.find({ where, limit: 100_000 }),
+      matches,
+      id: (d) => d._id,
+      isStale: (c, known) => (c.doc.revision as number) <= (known.revision as number),
+      onSnapshot: (d) => ({ type: EventType.SNAPSHOT, parameter: toParameter(d) }),
+      snapshotComplete: { type: EventType.SNAPSHOT_COMPLETE },
+      onChange: (c) => ({
+        type: c.op === "delete" ? EventType.DELETED : EventType.SET,
+        parameter: toParameter(c.doc),
+      }),
+      heartbeat: { type: EventType.HEARTBEAT },
+    });
+    return Stream.unwrap(V.check(checks).pipe(Effect.as(stream))).pipe(
+      Stream.catchTag("StoreUnavailable", (e) => Stream.fromEffect(unavailable(Effect.fail(e)))),
+    );
+  };
+
+  const defineParameter = (req: DefineParameterRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        const d = yield* V.required("definition", req.definition);
+        const at = "definition.";
+        let patternProblem: V.Violations = [];
+        if (d.pattern !== "") {
+          try {
+            compilePattern(d.pattern);
+          } catch {
+            patternProblem = [
+              { field: `${at}pattern`, description: "is not a valid regular expression" },
+            ];
+          }
+        }
+        const stored: StoredDefinition & Record<string, Json> = {
+          key: d.key,
+          dataType: dataTypeName(d.dataType),
+          required: d.required,
+          defaultValue: jsonOf(d.defaultValue) ?? null,
+          hasDefault: jsonOf(d.defaultValue) !== undefined,
+          pattern: d.pattern,
+          minimum: d.minimum ?? null,
+          maximum: d.maximum ?? null,
+          allowedValues: d.allowedValues.map((v) => jsonOf(v) ?? null),
+          dependsOn: d.dependsOn,
+        };
+        yield* V.check(
+          keyCheck(`${at}key`, d.key),
+          d.dataType === ParameterDataType.UNSPECIFIED
+            ? [{ field: `${at}data_type`, description: "is required" }]
+            : [],
+          V.maxLength(`${at}pattern`, d.pattern, 1024),
+          patternProblem,
+          d.minimum !== undefined && d.maximum !== undefined && d.minimum > d.maximum
+            ? [{ field: `${at}minimum`, description: "must not exceed maximum" }]
+            : [],
+          V.maxItems(`${at}allowed_values`, d.allowedValues, 1000),
+          V.maxLength(`${at}description`, d.description, 4096),
+          ...(["minimumVersion", "deprecatedInVersion", "removedInVersion"] as const).map((f) =>
+            d[f] === ""
+              ? []
+              : V.semverVersion(`${at}${f.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`, d[f]),
+          ),
+          V.maxItems(`${at}depends_on`, d.dependsOn, 64),
+          d.dependsOn.flatMap((k, i) => [
+            ...keyCheck(`${at}depends_on[${i}]`, k),
+            ...(k === d.key
+              ? [{ field: `${at}depends_on[${i}]`, description: "must not be the key itself" }]
+              : []),
+          ]),
+        );
+        if (patternProblem.length === 0 && d.dataType !== ParameterDataType.UNSPECIFIED) {
+          // The definition must accept its own default and allowed values.
+          const own = [
+            ...(stored.hasDefault ? [["default_value", stored.defaultValue] as const] : []),
+            ...stored.allowedValues.map((v, i) => [`allowed_values[${i}]`, v] as const),
+          ];
+          yield* V.check(
+            own.flatMap(([field, v]) => {
+              const p = checkValue(
+                { ...stored, allowedValues: field === "default_value" ? stored.allowedValues : [] },
+                v,
+              );
+              return p ? [{ field: `${at}${field}`, description: p.description }] : [];
+            }),
+          );
+        }
+        const doc: Doc = {
+          _id: d.key,
+          ...stored,
+          description: d.description,
+          example: jsonOf(d.example) ?? null,
+          minimumVersion: d.minimumVersion,
+          deprecatedInVersion: d.deprecatedInVersion,
+          removedInVersion: d.removedInVersion,
+          updateTime: yield* now,
+        };
+        const { _id, ...fields } = doc;
+        const updated = yield* definitions.update(_id, fields);
+        if (Option.isNone(updated) && !(yield* definitions.insert(doc))) {
+          yield* definitions.update(_id, fields); // created concurrently: last write wins
+        }
+        return { definition: toDefinition(doc) };
+      }),
+    );
+
+  const getParameterDefinition = (req: GetParameterDefinitionRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(keyCheck("key", req.key));
+        const found = yield* definitions.get(req.key);
+        if (Option.isNone(found)) {
+          return yield* Effect.fail(
+            new NotFound({
+              message: `parameter "${req.key}" has no definition`,
+              metadata: { key: req.key },
+            }),
+          );
+        }
+        return { definition: toDefinition(found.value) };
+      }),
+    );
+
+  const listParameterDefinitions = (req: ListParameterDefinitionsRequest) =>
+    unavailable(
+      Effect.gen(function* () {
+        yield* V.check(req.keyPrefix === "" ? [] : keyCheck("key_prefix", req.keyPrefix));
+        const size = yield* V.pageSize(req.pageSize);
+        const where: Predicate[] =
+          req.keyPrefix === "" ? [] : [{ path: "key", op: "prefix", value: req.keyPrefix }];
+        const page = yield* findPage(definitions, { where }, where, size, req.pageToken);
+        return { definitions: page.docs.map(toDefinition), nextPageToken: page.nextPageToken };
+      }),
+    );
+
+  return {
+    setParameter,
+    getParameter,
+    listParameters,
+    deleteParameter,
+    getParameterHistory,
+    resolveParameters,
+    watchParameters,
+    defineParameter,
+    getParameterDefinition,
+    listParameterDefinitions,
+  };
+};

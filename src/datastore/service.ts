@@ -1,0 +1,96 @@
+/**
+ * The DataStore port implemented once over the storage contract, plus the
+ * choice of backend (MongoDB when FO_MONGODB_URI is set, else the embedded
+ * store) and the health of the service, which follows the backend's.
+ */
+import { join } from "node:path";
+import { Effect, Layer, Option, Redacted, Schedule, Stream } from "effect";
+import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { MeshConfig } from "../config.js";
+import { HealthRegistry } from "../server/health.js";
+import { ChangeFeed, ChangeFeedLive } from "./changes.js";
+import { DataStore } from "./DataStore.js";
+import { EmbeddedStore } from "./embedded.js";
+import { makeEntities } from "./entities.js";
+import { MongoStore } from "./mongodb.js";
+import { makeParameters } from "./parameters.js";
+import { makeRegistry } from "./registry.js";
+import { DocStore } from "./store.js";
+import { makeVersions } from "./versions.js";
+
+/** How often the backend is pinged for the health service. */
+const HEALTH_CHECK = Schedule.spaced("2 seconds");
+
+const DataStoreImpl = Layer.effect(
+  DataStore,
+  Effect.gen(function* () {
+    const store = yield* DocStore;
+    const feed = yield* ChangeFeed;
+    const config = yield* MeshConfig;
+    const publish = (topic: "service" | "parameter") => ({
+      publish: (op: string, doc: Parameters<typeof feed.publish>[2]) =>
+        feed.publish(topic, op, doc),
+    });
+    const parameters = makeParameters(
+      store.collection("parameters"),
+      store.collection("parameter_history"),
+      store.collection("parameter_definitions"),
+      publish("parameter"),
+    );
+    const registry = makeRegistry(store.collection("services"), publish("service"));
+    return {
+      ...makeEntities(store.collection("entities"), {
+        maxDocumentBytes: config.datastore.maxDocumentBytes,
+      }),
+      ...makeVersions(store.collection("versions")),
+      ...parameters,
+      ...registry,
+      watchParameters: (req) =>
+        parameters.watchParameters(req).pipe(Stream.provideService(ChangeFeed, feed)),
+      watchServices: (req) =>
+        registry.watchServices(req).pipe(
+          Stream.map((event) => ({ event })),
+          Stream.provideService(ChangeFeed, feed),
+        ),
+    };
+  }),
+);
+
+/** Reports the backend's reachability as the health of the DataStore service. */
+const DataStoreHealth = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const store = yield* DocStore;
+    const health = yield* HealthRegistry;
+    const report = store.ping.pipe(
+      Effect.as("SERVING" as const),
+      Effect.orElseSucceed(() => "NOT_SERVING" as const),
+      Effect.flatMap((status) => health.set(DataStoreService.typeName, status)),
+    );
+    yield* report; // known before the server starts answering
+    yield* report.pipe(Effect.repeat(HEALTH_CHECK), Effect.forkScoped);
+  }),
+);
+
+/** The storage backend chosen by configuration. */
+export const DocStoreLive = Layer.unwrapEffect(
+  Effect.map(MeshConfig, ({ datastore }) =>
+    Option.match<Redacted.Redacted<string>, Layer.Layer<DocStore, unknown>>(datastore.mongodbUri, {
+      onNone: () => EmbeddedStore.layer({ dir: join(datastore.dataDir, "datastore") }),
+      onSome: (uri) =>
+        MongoStore.layer({ uri: Redacted.value(uri), database: datastore.mongodbDatabase }),
+    }),
+  ),
+);
+
+/** DataStore on a given storage layer (tests pass their own). */
+export const dataStoreOn = <E, R>(storage: Layer.Layer<DocStore, E, R>) => {
+  const feed = Layer.unwrapEffect(
+    Effect.map(MeshConfig, (c) => ChangeFeedLive(c.datastore.watchPollInterval)),
+  );
+  return Layer.mergeAll(DataStoreImpl, DataStoreHealth).pipe(
+    Layer.provide(feed),
+    Layer.provideMerge(storage),
+  );
+};
+
+export const DataStoreLive = dataStoreOn(DocStoreLive);
