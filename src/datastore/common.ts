@@ -39,4 +39,4 @@ export const jsonOf = (value: Value | undefined): Json | undefined =>
     : (toJson(ValueSchema, value) as Json);
 
 /** Plain JSON as a protobuf Value. */
-export const valueOf = (json: Json): Value => fromJson(ValueSchema, json as JsonValue);
+export const toValue = (json: Json): Value => fromJson(ValueSchema, json as JsonValue);

@@ -27,7 +27,7 @@
  * record per number (see `claimSequence`).
  */
 import { randomUUID } from "node:crypto";
-import { Clock, Data, Duration, Effect, Layer, Option, Schedule, Scope } from "effect";
+import { Clock, Data, Duration, Effect, Layer, Option, Schedule } from "effect";
 import {
   type Document,
   MongoClient,

@@ -34,7 +34,7 @@ import {
 } from "../../gen/floworchestrator/datastore/v1/parameter_pb.js";
 import { Aborted, FailedPrecondition, InvalidArgument, NotFound } from "../common/errors.js";
 import type { ChangeFeed } from "./changes.js";
-import { jsonOf, now, pad, timestamp, unavailable, valueOf } from "./common.js";
+import { jsonOf, now, pad, timestamp, toValue, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
 import {
   checkValue,
@@ -80,7 +80,7 @@ export const toParameter = (d: Doc): Parameter =>
     key: d.key as string,
     scope: ParameterScope[d.scope as ScopeName],
     scopeId: d.scopeId as string,
-    value: valueOf(d.value as Json),
+    value: toValue(d.value as Json),
     revision: BigInt(d.revision as number),
     createTime: timestamp(d.createTime as number),
     updateTime: timestamp(d.updateTime as number),
@@ -91,13 +91,13 @@ const toDefinition = (d: Doc): ParameterDefinition =>
     key: d.key as string,
     dataType: ParameterDataType[d.dataType as keyof typeof ParameterDataType],
     required: d.required as boolean,
-    ...(d.hasDefault ? { defaultValue: valueOf(d.defaultValue as Json) } : {}),
+    ...(d.hasDefault ? { defaultValue: toValue(d.defaultValue as Json) } : {}),
     pattern: d.pattern as string,
     ...(d.minimum === null ? {} : { minimum: d.minimum as number }),
     ...(d.maximum === null ? {} : { maximum: d.maximum as number }),
-    allowedValues: (d.allowedValues as Json[]).map(valueOf),
+    allowedValues: (d.allowedValues as Json[]).map(toValue),
     description: d.description as string,
-    ...(d.example === null ? {} : { example: valueOf(d.example as Json) }),
+    ...(d.example === null ? {} : { example: toValue(d.example as Json) }),
     minimumVersion: d.minimumVersion as string,
     deprecatedInVersion: d.deprecatedInVersion as string,
     removedInVersion: d.removedInVersion as string,
@@ -232,16 +232,14 @@ export const makeParameters = (
     );
 
   const load = (key: string, scope: ScopeName, scopeId: string) =>
-    parameters
-      .get(paramId(key, scope, scopeId))
-      .pipe(
-        Effect.flatMap(
-          Option.match({
-            onNone: () => Effect.fail(notFound(key, scope, scopeId)),
-            onSome: Effect.succeed,
-          }),
-        ),
-      );
+    parameters.get(paramId(key, scope, scopeId)).pipe(
+      Effect.flatMap(
+        Option.match({
+          onNone: () => Effect.fail(notFound(key, scope, scopeId)),
+          onSome: Effect.succeed,
+        }),
+      ),
+    );
 
   const getParameter = (req: GetParameterRequest) =>
     unavailable(
@@ -332,7 +330,7 @@ export const makeParameters = (
           revisions: page.docs.map((d) =>
             create(ParameterRevisionSchema, {
               revision: BigInt(d.revision as number),
-              ...(d.deleted ? {} : { value: valueOf(d.value as Json) }),
+              ...(d.deleted ? {} : { value: toValue(d.value as Json) }),
               deleted: d.deleted as boolean,
               updateTime: timestamp(d.at as number),
             }),
@@ -409,7 +407,7 @@ export const makeParameters = (
           return [
             create(ResolvedParameterSchema, {
               key,
-              value: valueOf(value),
+              value: toValue(value),
               sourceScope: found
                 ? ParameterScope[found.scope as ScopeName]
                 : ParameterScope.UNSPECIFIED,

@@ -106,16 +106,14 @@ export const makeRegistry = (
   feed: { readonly publish: (op: string, doc: Doc) => Effect.Effect<void, StoreUnavailable> },
 ) => {
   const load = (serviceId: string, version: string) =>
-    services
-      .get(key(serviceId, version))
-      .pipe(
-        Effect.flatMap(
-          Option.match({
-            onNone: () => Effect.fail(notFound(serviceId, version)),
-            onSome: Effect.succeed,
-          }),
-        ),
-      );
+    services.get(key(serviceId, version)).pipe(
+      Effect.flatMap(
+        Option.match({
+          onNone: () => Effect.fail(notFound(serviceId, version)),
+          onSome: Effect.succeed,
+        }),
+      ),
+    );
 
   const registerService = (req: RegisterServiceRequest) =>
     unavailable(

@@ -101,7 +101,7 @@ export const document = (field: string, doc: Json, maxBytes: number): Violations
       return;
     }
     if (Array.isArray(value)) {
-      value.forEach((item, i) => walk(item, `${path}[${i}]`, depth + 1));
+      for (const [i, item] of value.entries()) walk(item, `${path}[${i}]`, depth + 1);
     } else if (value !== null && typeof value === "object") {
       for (const [key, item] of Object.entries(value)) {
         const at = `${path}.${key}`;
