@@ -305,7 +305,7 @@ export const makeRegistry = (
           if (!transitions[from].includes(to)) {
             return yield* Effect.fail(
               new FailedPrecondition({
-                message: `a ${from} service cannot become ${to}`,
+                message: `service status ${from} cannot change to ${to}`,
                 code: "PROCESSING_ERROR.INVALID_STATE_TRANSITION",
                 metadata: { from, to, allowed: transitions[from].join(",") },
               }),

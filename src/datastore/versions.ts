@@ -248,7 +248,7 @@ export const makeVersions = (versions: Collection) => {
         if (!next[from].includes(to)) {
           return yield* Effect.fail(
             new FailedPrecondition({
-              message: `a ${from} version cannot become ${to} (only ACTIVE → DEPRECATED → ARCHIVED)`,
+              message: `version status ${from} cannot change to ${to} (only ACTIVE → DEPRECATED → ARCHIVED)`,
               code:
                 from === "ARCHIVED"
                   ? "VERSION_ERROR.ARCHIVED_VERSION"
