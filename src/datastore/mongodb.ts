@@ -272,6 +272,9 @@ const decodeDoc = (raw: Document): Doc =>
       .map(([k, v]) => [decodeKey(k), toJson(v)]),
   ) as Doc;
 
+const decodeFound = (raw: Document | null): Option.Option<Doc> =>
+  raw === null ? Option.none() : Option.some(decodeDoc(raw));
+
 // ---------------------------------------------------------------------------
 // Filters
 
@@ -320,7 +323,12 @@ const predicateFilter = (p: Predicate): Document => {
   }
 };
 
-const conditionFilter = (c: Condition): Document => ({ [fieldPath(c.path)]: { $eq: c.value } });
+/** One document by `_id`, if `condition` holds on it. */
+const idFilter = (id: string, condition: Condition | undefined): Document =>
+  allOf([
+    { _id: id },
+    ...(condition ? [{ [fieldPath(condition.path)]: { $eq: condition.value } }] : []),
+  ]);
 
 /** MongoDB's sort order of type brackets, as `$type` aliases (index = bracket rank). */
 const BRACKETS = ["null", "number", "string", "object", "array", "bool"] as const;
@@ -491,9 +499,7 @@ const make = (options: MongoStoreOptions) =>
         const deadline = (yield* Clock.currentTimeMillis) + CLAIM_WAIT_MS;
         for (;;) {
           const current = yield* run(() =>
-            coll.findOne(allOf([{ _id: id }, ...(condition ? [conditionFilter(condition)] : [])]), {
-              projection: { [REV]: 1 },
-            }),
+            coll.findOne(idFilter(id, condition), { projection: { [REV]: 1 } }),
           );
           if (current === null) return onMissing;
           const rev = typeof current[REV] === "string" ? current[REV] : null;
@@ -533,14 +539,9 @@ const make = (options: MongoStoreOptions) =>
       if (!/^[a-z_]+$/.test(name))
         throw new Error(`invalid collection name ${JSON.stringify(name)}`);
       const coll = db.collection<Stored>(name);
-      const idFilter = (id: string, condition?: Condition) =>
-        allOf([{ _id: id }, ...(condition ? [conditionFilter(condition)] : [])]);
 
       return {
-        get: (id) =>
-          run(() => coll.findOne({ _id: id })).pipe(
-            Effect.map((raw) => (raw === null ? Option.none() : Option.some(decodeDoc(raw)))),
-          ),
+        get: (id) => run(() => coll.findOne({ _id: id })).pipe(Effect.map(decodeFound)),
 
         getMany: (ids) =>
           ids.length === 0
@@ -564,9 +565,7 @@ const make = (options: MongoStoreOptions) =>
         update: (id, set, condition) => {
           // Nothing to write: the document as it is, if the condition holds.
           if (Object.keys(set).length === 0) {
-            return run(() => coll.findOne(idFilter(id, condition))).pipe(
-              Effect.map((raw) => (raw === null ? Option.none() : Option.some(decodeDoc(raw)))),
-            );
+            return run(() => coll.findOne(idFilter(id, condition))).pipe(Effect.map(decodeFound));
           }
           const setDoc = (extra: Document) => ({ $set: { ...encodeFields(set), ...extra } });
           return writeMode.pipe(
@@ -576,19 +575,20 @@ const make = (options: MongoStoreOptions) =>
                     coll.findOneAndUpdate(idFilter(id, condition), setDoc({}), {
                       returnDocument: "after",
                     }),
-                  ).pipe(
-                    Effect.map((raw) =>
-                      raw === null ? Option.none() : Option.some(decodeDoc(raw)),
-                    ),
-                  )
+                  ).pipe(Effect.map(decodeFound))
                 : guarded(coll, id, condition, Option.none<Doc>(), (filter) =>
-                    run(() =>
-                      coll.findOneAndUpdate(filter, setDoc({ [REV]: randomUUID() }), {
-                        returnDocument: "after",
-                      }),
-                    ).pipe(
+                    // FerretDB v1 skips a `$set` whose new object holds the same values under
+                    // other keys ({old: 1} → {fresh: 1}); replacing the whole document is applied
+                    // faithfully. The claim keeps the document stable between read and replace.
+                    run(async () => {
+                      const whole = await coll.findOne(filter);
+                      if (whole === null) return null;
+                      const next = { ...whole, ...encodeFields(set), [REV]: randomUUID() };
+                      return coll.findOneAndReplace(filter, next, { returnDocument: "after" });
+                    }).pipe(
+                      // Matched: Some(the result); not matched: None (go round again).
                       Effect.map((raw) =>
-                        raw === null ? Option.none() : Option.some(Option.some(decodeDoc(raw))),
+                        raw === null ? Option.none() : Option.some(decodeFound(raw)),
                       ),
                     ),
                   ),
@@ -660,15 +660,16 @@ const make = (options: MongoStoreOptions) =>
      */
     const claimSequence = (name: string) =>
       Effect.gen(function* () {
-        const hint = yield* run(() => counters.findOne({ _id: name }));
-        let n = (hint === null ? 0 : Number(toJson(hint.seq))) + 1;
-        while (
-          !(yield* insertOne(sequenceClaims, {
-            _id: sequenceKey(name, n),
-            at: yield* Clock.currentTimeMillis,
-          }))
-        ) {
-          n++;
+        const readHint = run(() => counters.findOne({ _id: name })).pipe(
+          Effect.map((hint) => (hint === null ? 0 : Number(toJson(hint.seq)))),
+        );
+        let n = (yield* readHint) + 1;
+        for (let misses = 1; ; misses++) {
+          const record = { _id: sequenceKey(name, n), at: yield* Clock.currentTimeMillis };
+          if (yield* insertOne(sequenceClaims, record)) break;
+          // Taken by a concurrent caller, or the hint lags: step on, now and then
+          // jumping to the hint the winners have raised meanwhile.
+          n = misses % 16 === 0 ? Math.max(n, yield* readHint) + 1 : n + 1;
         }
         const taken = n;
         const raise = () =>

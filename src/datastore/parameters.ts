@@ -73,6 +73,13 @@ const scopeChecks = (scope: ParameterScope, scopeId: string): V.Violations => {
 };
 
 const paramId = (key: string, scope: ScopeName, scopeId: string) => `${key}:${scope}:${scopeId}`;
+/**
+ * ListParameters order: key, then scope (least specific first), then scope id.
+ * `\u0001` sorts below every key character, so `a` comes before `a.b` and `a0`
+ * (which `_id`, with its `:` separator, would not give).
+ */
+const listOrder = (key: string, scope: ScopeName, scopeId: string) =>
+  `${key}\u0001${SPECIFICITY.indexOf(scope)}\u0001${scopeId}`;
 const scopeKey = (scope: ScopeName, scopeId: string) => `${scope}:${scopeId}`;
 
 export const toParameter = (d: Doc): Parameter =>
@@ -197,6 +204,7 @@ export const makeParameters = (
             scope,
             scopeId: req.scopeId,
             scopeKey: scopeKey(scope, req.scopeId),
+            order: listOrder(req.key, scope, req.scopeId),
             value: value as Json,
             revision,
             createTime: at,
@@ -274,7 +282,14 @@ export const makeParameters = (
             ? []
             : [{ path: "scopeId", op: "eq", value: req.scopeId } as const]),
         ];
-        const page = yield* findPage(parameters, { where }, where, size, req.pageToken);
+        const sort = { path: "order", descending: false };
+        const page = yield* findPage(
+          parameters,
+          { where, sort },
+          { where, sort },
+          size,
+          req.pageToken,
+        );
         return { parameters: page.docs.map(toParameter), nextPageToken: page.nextPageToken };
       }),
     );
@@ -359,17 +374,29 @@ export const makeParameters = (
         if (ctx?.executionId) scopes.push(["EXECUTION", ctx.executionId]);
         const keyFilter: Predicate[] =
           req.keys.length > 0 ? [{ path: "key", op: "in", values: req.keys }] : [];
-        const values = yield* parameters.find({
-          where: [
-            { path: "scopeKey", op: "in", values: scopes.map(([s, id]) => scopeKey(s, id)) },
-            ...keyFilter,
-          ],
-          limit: 100_000,
-        });
-        const defs = (yield* definitions.find({
-          where: keyFilter,
-          limit: 100_000,
-        })) as unknown as StoredDefinition[];
+        const inContext = (byKey: ReadonlyArray<Predicate>) =>
+          parameters.find({
+            where: [
+              { path: "scopeKey", op: "in", values: scopes.map(([s, id]) => scopeKey(s, id)) },
+              ...byKey,
+            ],
+            limit: 100_000,
+          });
+        const definitionsOf = (byKey: ReadonlyArray<Predicate>) =>
+          definitions
+            .find({ where: byKey, limit: 100_000 })
+            .pipe(Effect.map((docs) => docs as unknown as StoredDefinition[]));
+        const values = [...(yield* inContext(keyFilter))];
+        const defs = yield* definitionsOf(keyFilter);
+        // The dependencies of the requested keys decide too, whether or not they were requested.
+        const dependencies = [...new Set(defs.flatMap((d) => d.dependsOn))].filter(
+          (k) => req.keys.length > 0 && !req.keys.includes(k),
+        );
+        if (dependencies.length > 0) {
+          const only: Predicate[] = [{ path: "key", op: "in", values: dependencies }];
+          values.push(...(yield* inContext(only)));
+          defs.push(...(yield* definitionsOf(only)));
+        }
         const defByKey = new Map(defs.map((d) => [d.key, d]));
 
         const best = new Map<string, Doc>();

@@ -437,6 +437,8 @@ export const makeRegistry = (
           id: (d) => d._id,
           isStale: (c, known) =>
             c.op !== "renewed" && (c.doc.revision as number) <= (known.revision as number),
+          // Forget a deregistered service: registering it again starts over at revision 1.
+          removes: (c) => c.op === "deregistered",
           onSnapshot: (d) => event(EventType.SNAPSHOT, d, start),
           snapshotComplete: event(EventType.SNAPSHOT_COMPLETE, undefined, start),
           // Synchronous callback: the wall clock decides the health shown with a change.

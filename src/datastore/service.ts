@@ -71,6 +71,21 @@ const DataStoreHealth = Layer.scopedDiscard(
   }),
 );
 
+/** Secondary indexes for the queries the DataStore makes (identity is always `_id`). */
+const mongoIndexes = [
+  { collection: "entities", keys: { kind: 1, _id: 1 } },
+  { collection: "entities", keys: { labelPairs: 1 } },
+  { collection: "services", keys: { order: 1 } },
+  { collection: "services", keys: { serviceType: 1, order: 1 } },
+  { collection: "parameters", keys: { order: 1 } },
+  { collection: "parameters", keys: { scopeKey: 1, key: 1 } },
+  { collection: "parameter_history", keys: { paramId: 1, revision: -1 } },
+  { collection: "parameter_definitions", keys: { key: 1 } },
+  { collection: "versions", keys: { entityType: 1, entityId: 1, precedence: 1 } },
+  { collection: "changes", keys: { seq: 1 } },
+  { collection: "changes", keys: { at: 1 } },
+] as const;
+
 /** The storage backend chosen by configuration. */
 export const DocStoreLive = Layer.unwrapEffect(
   Effect.map(MeshConfig, ({ datastore }) =>

@@ -25,6 +25,8 @@ export interface WatchSpec<Item> {
   /** The item for a change, or undefined to send nothing. */
   readonly onChange: (change: Change, known: ReadonlyMap<string, Doc>) => Item | undefined;
   readonly heartbeat: Item;
+  /** Whether a change removed the record (default: op `delete`); it is then forgotten. */
+  readonly removes?: (change: Change) => boolean;
   /** Extra items derived from the known records over time (e.g. lease expiry). */
   readonly ticks?: (known: Map<string, Doc>) => Stream.Stream<Item, StoreUnavailable>;
 }
@@ -48,7 +50,7 @@ export const watch = <Item>(
           // A write the snapshot (or an earlier change) already showed.
           if (before && spec.isStale(change, before)) return Option.none();
           const item = spec.onChange(change, known);
-          if (change.op === "delete") known.delete(id);
+          if (spec.removes ? spec.removes(change) : change.op === "delete") known.delete(id);
           else known.set(id, change.doc);
           return Option.fromNullable(item);
         }),
