@@ -65,7 +65,6 @@ const database = `bench_${randomUUID().slice(0, 8)}`;
 const mesh = await spawnMesh({
   FO_MONGODB_URI: infra.mongodbUri,
   FO_MONGODB_DATABASE: database,
-  FO_LOG_LEVEL: "warning",
 });
 try {
   const client = createClient(DataStoreService, createGrpcTransport({ baseUrl: mesh.url }));

@@ -59,7 +59,8 @@ export const listen = async (handler: Handler, host: string, port: number): Prom
     session.once("close", () => sessions.delete(session));
   });
 
-  const tcp = net.createServer((socket) => {
+  // No Nagle: small RPC frames must leave at once, not wait for the peer's delayed ACK.
+  const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     socket.once("data", (chunk: Buffer) => {

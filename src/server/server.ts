@@ -29,6 +29,12 @@ export class MeshServer extends Context.Tag("fo/MeshServer")<MeshServer, MeshSer
  */
 const ANNOUNCE_DRAIN = Duration.millis(200);
 
+/** Responses smaller than this are sent uncompressed even to clients that accept gzip. */
+const COMPRESS_MIN_BYTES = 64 * 1024;
+
+/** Deepest message nesting a request may have (protobuf-es defaults to 100). */
+const MESSAGE_DEPTH_LIMIT = 200;
+
 export const MeshServerLive = Layer.scoped(
   MeshServer,
   Effect.gen(function* () {
@@ -40,6 +46,12 @@ export const MeshServerLive = Layer.scoped(
       routes: routes(makeBridge(runtime, shutdown.signal)),
       interceptors: [errorInterceptor(makeDefectReporter(runtime))],
       readMaxBytes: config.maxRequestBytes,
+      // Compressing small responses costs more CPU and latency than it saves on a mesh network.
+      compressMinBytes: COMPRESS_MIN_BYTES,
+      // Each JSON nesting level of a Struct is two message levels: this lets documents up to
+      // the DataStore's 64-level limit reach validation (and a clear INVALID_ARGUMENT).
+      binaryOptions: { recursionLimit: MESSAGE_DEPTH_LIMIT },
+      jsonOptions: { recursionLimit: MESSAGE_DEPTH_LIMIT },
     });
     const cors = makeCors(config.corsOrigins);
     const handler: Handler = (req, res) => {

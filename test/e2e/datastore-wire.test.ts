@@ -20,6 +20,10 @@ import {
   ServiceStatus,
 } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus as HealthStatus,
+} from "../../gen/grpc/health/v1/health_pb.js";
 import { clientFor, failureOf } from "../support/clients.js";
 import { grpcJsClient } from "../support/grpcjs.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
@@ -151,5 +155,46 @@ describe("DataStore over the wire", () => {
       status: ServiceStatus.UNINITIALIZED,
     });
     expect(listed.services).toHaveLength(1);
+  });
+
+  it("bad input of every kind gets INVALID_ARGUMENT and leaves the server healthy", async () => {
+    const deep: Record<string, unknown> = {};
+    let at = deep;
+    for (let i = 0; i < 70; i++) at = at.x = {} as Record<string, unknown>;
+    const bad: Array<() => Promise<unknown>> = [
+      () => connect().getEntity({ kind: "flow", id: "" }),
+      () => connect().getEntity({ kind: "flow", id: "x".repeat(257) }),
+      () => connect().getEntity({ kind: "flow", id: "a\u0000b" }),
+      () => connect().getEntity({ kind: "Flow!", id: "a" }),
+      () => connect().createEntity({ kind: "flow", document: { "a.b": 1 } }),
+      () => connect().createEntity({ kind: "flow", document: deep as never }),
+      () => connect().createEntity({ kind: "flow", document: {}, labels: { "bad key!": "v" } }),
+      () =>
+        connect().listEntities({
+          kind: "flow",
+          filters: [
+            { field: "$where", operator: 1, value: { kind: { case: "stringValue", value: "1" } } },
+          ],
+        }),
+      () => connect().listEntities({ kind: "flow", pageSize: -1 }),
+      () => connect().listEntities({ kind: "flow", pageToken: "forged" }),
+      () =>
+        connect().setParameter({
+          key: "k:1",
+          scope: 1,
+          value: { kind: { case: "numberValue", value: 1 } },
+        }),
+      () =>
+        connect().createVersion({ version: { entityType: "flow", entityId: "f", version: "1.0" } }),
+      () =>
+        connect().registerService({
+          service: { serviceId: "s", version: "v1", serviceType: "importer" },
+        }),
+    ];
+    const codes = [];
+    for (const call of bad) codes.push((await failureOf(call())).code);
+    expect(codes).toEqual(bad.map(() => Code.InvalidArgument));
+    const health = clientFor(Health, "gRPC (h2c)", mesh.url);
+    expect((await health.check({})).status).toBe(HealthStatus.SERVING);
   });
 });
