@@ -43,7 +43,7 @@ import {
   type Problem,
   type StoredDefinition,
 } from "./parameter-rules.js";
-import type { Collection, Doc, Json, Predicate } from "./store.js";
+import { type Collection, type Doc, eqIfSet, type Json, type Predicate } from "./store.js";
 import * as V from "./validate.js";
 import { watch } from "./watch.js";
 
@@ -278,9 +278,7 @@ export const makeParameters = (
           ...(req.scope === ParameterScope.UNSPECIFIED
             ? []
             : [{ path: "scope", op: "eq", value: scopeName(req.scope) } as const]),
-          ...(req.scopeId === ""
-            ? []
-            : [{ path: "scopeId", op: "eq", value: req.scopeId } as const]),
+          ...eqIfSet("scopeId", req.scopeId),
         ];
         const sort = { path: "order", descending: false };
         const page = yield* findPage(
@@ -488,7 +486,7 @@ export const makeParameters = (
         ? []
         : [{ path: "key", op: "prefix", value: req.keyPrefix } as const]),
       ...(scope === undefined ? [] : [{ path: "scope", op: "eq", value: scope } as const]),
-      ...(req.scopeId === "" ? [] : [{ path: "scopeId", op: "eq", value: req.scopeId } as const]),
+      ...eqIfSet("scopeId", req.scopeId),
     ];
     const stream = watch<{ type: EventType; parameter?: Parameter }>({
       topic: "parameter",

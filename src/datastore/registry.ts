@@ -41,7 +41,14 @@ import type { ChangeFeed } from "./changes.js";
 import { now, timestamp, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
 import { precedenceKey } from "./precedence.js";
-import type { Collection, Doc, Json, Predicate, StoreUnavailable } from "./store.js";
+import {
+  type Collection,
+  type Doc,
+  eqIfSet,
+  type Json,
+  type Predicate,
+  type StoreUnavailable,
+} from "./store.js";
 import * as V from "./validate.js";
 import { watch } from "./watch.js";
 
@@ -246,12 +253,8 @@ export const makeRegistry = (
         const size = yield* V.pageSize(req.pageSize);
         const at = yield* now;
         const where: Predicate[] = [
-          ...(req.serviceType === ""
-            ? []
-            : [{ path: "serviceType", op: "eq", value: req.serviceType } as const]),
-          ...(req.serviceId === ""
-            ? []
-            : [{ path: "serviceId", op: "eq", value: req.serviceId } as const]),
+          ...eqIfSet("serviceType", req.serviceType),
+          ...eqIfSet("serviceId", req.serviceId),
           ...(req.status === ServiceStatus.UNSPECIFIED
             ? []
             : [{ path: "status", op: "eq", value: statusName(req.status) } as const]),
@@ -381,12 +384,8 @@ export const makeRegistry = (
     req: WatchServicesRequest,
   ): Stream.Stream<ServiceEvent, InvalidArgument | Unavailable, ChangeFeed> => {
     const where: Predicate[] = [
-      ...(req.serviceType === ""
-        ? []
-        : [{ path: "serviceType", op: "eq", value: req.serviceType } as const]),
-      ...(req.serviceId === ""
-        ? []
-        : [{ path: "serviceId", op: "eq", value: req.serviceId } as const]),
+      ...eqIfSet("serviceType", req.serviceType),
+      ...eqIfSet("serviceId", req.serviceId),
     ];
     const event = (type: EventType, d: Doc | undefined, at: number) =>
       create(ServiceEventSchema, { type, ...(d ? { service: toService(d, at) } : {}) });

@@ -92,7 +92,11 @@ export const DocStoreLive = Layer.unwrapEffect(
     Option.match<Redacted.Redacted<string>, Layer.Layer<DocStore, unknown>>(datastore.mongodbUri, {
       onNone: () => EmbeddedStore.layer({ dir: join(datastore.dataDir, "datastore") }),
       onSome: (uri) =>
-        MongoStore.layer({ uri: Redacted.value(uri), database: datastore.mongodbDatabase }),
+        MongoStore.layer({
+          uri: Redacted.value(uri),
+          database: datastore.mongodbDatabase,
+          indexes: mongoIndexes,
+        }),
     }),
   ),
 );

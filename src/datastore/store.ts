@@ -104,3 +104,7 @@ export interface DocStoreShape {
 }
 
 export class DocStore extends Context.Tag("fo/datastore/DocStore")<DocStore, DocStoreShape>() {}
+
+/** `path eq value`, or no predicate at all when the request left the filter empty. */
+export const eqIfSet = (path: string, value: string): Predicate[] =>
+  value === "" ? [] : [{ path, op: "eq", value }];
