@@ -6,12 +6,13 @@
 import { Layer } from "effect";
 import { MeshConfig, type MeshConfigShape } from "./config.js";
 import { DataStoreLive } from "./datastore/service.js";
+import { MemoryManagerLive } from "./memory/service.js";
 import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
 
 export const appLayer = (config: MeshConfigShape) =>
   MeshServerLive.pipe(
-    Layer.provide(DataStoreLive),
+    Layer.provide(Layer.merge(DataStoreLive, MemoryManagerLive)),
     Layer.provideMerge(HealthRegistry.Default),
     Layer.provide(Layer.succeed(MeshConfig, config)),
   );

@@ -39,6 +39,17 @@ export interface MeshConfigShape {
     /** How often watch streams look for changes made by any mesh instance. */
     readonly watchPollInterval: Duration.Duration;
   };
+  /** MemoryManager backend: Hazelcast when members are set, else the embedded store. */
+  readonly memory: {
+    readonly hazelcastMembers: ReadonlyArray<string>;
+    readonly hazelcastCluster: string;
+    /** Lifetime of an allocation that names none. */
+    readonly defaultTtl: Duration.Duration;
+    /** Idle time after which an allocation that names none is removed. */
+    readonly defaultMaxIdle: Duration.Duration;
+    /** Default and largest size limit of one address's data. */
+    readonly maxDataBytes: number;
+  };
 }
 
 const port = Config.integer("FO_PORT").pipe(
@@ -106,6 +117,28 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     ),
     watchPollInterval: Config.duration("FO_WATCH_POLL_INTERVAL").pipe(
       Config.withDefault(Duration.millis(250)),
+    ),
+  }),
+  memory: Config.all({
+    hazelcastMembers: Config.string("FO_HAZELCAST_MEMBERS").pipe(
+      Config.withDefault(""),
+      Config.map((s) =>
+        s
+          .split(",")
+          .map((m) => m.trim())
+          .filter((m) => m.length > 0),
+      ),
+    ),
+    hazelcastCluster: Config.string("FO_HAZELCAST_CLUSTER").pipe(Config.withDefault("dev")),
+    defaultTtl: Config.duration("FO_MEMORY_DEFAULT_TTL").pipe(
+      Config.withDefault(Duration.seconds(300)),
+    ),
+    defaultMaxIdle: Config.duration("FO_MEMORY_DEFAULT_MAX_IDLE").pipe(
+      Config.withDefault(Duration.seconds(60)),
+    ),
+    maxDataBytes: Config.integer("FO_MEMORY_MAX_DATA_BYTES").pipe(
+      Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
+      Config.withDefault(16 * 1024 * 1024),
     ),
   }),
 });

@@ -1,29 +1,11 @@
 /** Small pieces every DataStore area uses. */
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { timestampFromMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
-import { Clock, Effect } from "effect";
-import { Unavailable } from "../common/errors.js";
-import { type Json, StoreUnavailable } from "./store.js";
+import { Clock } from "effect";
+import { unavailableAs } from "../common/store-error.js";
+import type { Json } from "./store.js";
 
-/** A backend failure as the caller sees it: UNAVAILABLE, details only in the log. */
-export const unavailable = <A, E, R>(
-  effect: Effect.Effect<A, E | StoreUnavailable, R>,
-): Effect.Effect<A, Exclude<E, StoreUnavailable> | Unavailable, R> =>
-  Effect.catchIf(
-    effect,
-    (e): e is StoreUnavailable => e instanceof StoreUnavailable,
-    (e) =>
-      Effect.logWarning("datastore backend unavailable", e.cause).pipe(
-        Effect.zipRight(
-          Effect.fail(
-            new Unavailable({
-              message: "the datastore backend is unavailable; retry later",
-              cause: e.cause,
-            }),
-          ),
-        ),
-      ),
-  ) as Effect.Effect<A, Exclude<E, StoreUnavailable> | Unavailable, R>;
+export const unavailable = unavailableAs("datastore");
 
 export const now = Clock.currentTimeMillis;
 

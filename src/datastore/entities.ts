@@ -22,10 +22,10 @@ import {
   FieldFilter_Operator as Op,
 } from "../../gen/floworchestrator/datastore/v1/entity_pb.js";
 import { Aborted, AlreadyExists, NotFound } from "../common/errors.js";
+import * as V from "../common/validate.js";
 import { jsonOf, now, timestamp, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
 import type { Collection, Doc, Json, Predicate, Scalar, Sort } from "./store.js";
-import * as V from "./validate.js";
 
 export interface EntityLimits {
   readonly maxDocumentBytes: number;

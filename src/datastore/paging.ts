@@ -1,48 +1,9 @@
-/**
- * Keyset pagination. A page token records where the last page ended (its
- * sort value and id) and a hash of the query it belongs to; it is not an
- * offset, and every page re-applies the query's filters, so a crafted token
- * can reach nothing the query itself would not return.
- */
-import { createHash } from "node:crypto";
+/** Keyset pagination over a storage collection (tokens: `common/page-token.ts`). */
 import { Effect } from "effect";
 import type { InvalidArgument } from "../common/errors.js";
+import { decodePageToken, encodePageToken } from "../common/page-token.js";
 import { getPath } from "./query.js";
-import type { Collection, Doc, FindQuery, Json, StoreUnavailable } from "./store.js";
-import { check } from "./validate.js";
-
-interface Token {
-  readonly v: Json;
-  readonly i: string;
-  readonly h: string;
-}
-
-const hash = (query: unknown): string =>
-  createHash("sha256").update(JSON.stringify(query)).digest("base64url").slice(0, 16);
-
-const encode = (token: Token): string => Buffer.from(JSON.stringify(token)).toString("base64url");
-
-const decode = (pageToken: string, h: string) =>
-  Effect.gen(function* () {
-    if (pageToken === "") return undefined;
-    let token: Partial<Token> | undefined;
-    try {
-      token = JSON.parse(Buffer.from(pageToken, "base64url").toString("utf8"));
-    } catch {
-      token = undefined;
-    }
-    if (token?.h !== h || typeof token.i !== "string" || token.v === undefined) {
-      yield* check([
-        {
-          field: "page_token",
-          description:
-            "is not a token of this query (filters and order must not change between pages)",
-        },
-      ]);
-      return undefined;
-    }
-    return { value: token.v, id: token.i };
-  });
+import type { Collection, Doc, FindQuery, StoreUnavailable } from "./store.js";
 
 export interface Page {
   readonly docs: ReadonlyArray<Doc>;
@@ -64,9 +25,8 @@ export const findPage = (
   accept: (doc: Doc) => boolean = () => true,
 ): Effect.Effect<Page, InvalidArgument | StoreUnavailable> =>
   Effect.gen(function* () {
-    const h = hash(identity);
     const sortPath = query.sort?.path ?? "_id";
-    let after = yield* decode(pageToken, h);
+    let after = yield* decodePageToken(pageToken, identity);
     const page: Doc[] = [];
     // Read one more than a page so an empty next page is never promised.
     while (page.length <= size) {
@@ -83,5 +43,11 @@ export const findPage = (
     if (page.length <= size) return { docs: page, nextPageToken: "" };
     const docs = page.slice(0, size);
     const last = docs[docs.length - 1] as Doc;
-    return { docs, nextPageToken: encode({ v: getPath(last, sortPath) ?? null, i: last._id, h }) };
+    return {
+      docs,
+      nextPageToken: encodePageToken(
+        { value: getPath(last, sortPath) ?? null, id: last._id },
+        identity,
+      ),
+    };
   });

@@ -33,6 +33,7 @@ import {
   ResolvedParameterSchema,
 } from "../../gen/floworchestrator/datastore/v1/parameter_pb.js";
 import { Aborted, FailedPrecondition, InvalidArgument, NotFound } from "../common/errors.js";
+import * as V from "../common/validate.js";
 import type { ChangeFeed } from "./changes.js";
 import { jsonOf, now, pad, timestamp, toValue, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
@@ -44,7 +45,6 @@ import {
   type StoredDefinition,
 } from "./parameter-rules.js";
 import { type Collection, type Doc, eqIfSet, type Json, type Predicate } from "./store.js";
-import * as V from "./validate.js";
 import { watch } from "./watch.js";
 
 type ScopeName = "SYSTEM" | "SERVICE_TYPE" | "SERVICE_INSTANCE" | "FLOW" | "EXECUTION";

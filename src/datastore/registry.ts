@@ -37,6 +37,7 @@ import {
   NotFound,
   type Unavailable,
 } from "../common/errors.js";
+import * as V from "../common/validate.js";
 import type { ChangeFeed } from "./changes.js";
 import { now, timestamp, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
@@ -49,7 +50,6 @@ import {
   type Predicate,
   type StoreUnavailable,
 } from "./store.js";
-import * as V from "./validate.js";
 import { watch } from "./watch.js";
 
 type StatusName = "UNINITIALIZED" | "INITIALIZED" | "READY" | "PROCESSING" | "ERROR" | "TERMINATED";

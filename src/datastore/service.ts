@@ -4,10 +4,10 @@
  * store) and the health of the service, which follows the backend's.
  */
 import { join } from "node:path";
-import { Effect, Layer, Option, Redacted, Schedule, Stream } from "effect";
+import { Effect, Layer, Option, Redacted, Stream } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MeshConfig } from "../config.js";
-import { HealthRegistry } from "../server/health.js";
+import { healthFromPing } from "../server/health.js";
 import { ChangeFeed, ChangeFeedLive } from "./changes.js";
 import { DataStore } from "./DataStore.js";
 import { EmbeddedStore } from "./embedded.js";
@@ -17,9 +17,6 @@ import { makeParameters } from "./parameters.js";
 import { makeRegistry } from "./registry.js";
 import { DocStore } from "./store.js";
 import { makeVersions } from "./versions.js";
-
-/** How often the backend is pinged for the health service. */
-const HEALTH_CHECK = Schedule.spaced("2 seconds");
 
 const DataStoreImpl = Layer.effect(
   DataStore,
@@ -56,19 +53,9 @@ const DataStoreImpl = Layer.effect(
   }),
 );
 
-/** Reports the backend's reachability as the health of the DataStore service. */
-const DataStoreHealth = Layer.scopedDiscard(
-  Effect.gen(function* () {
-    const store = yield* DocStore;
-    const health = yield* HealthRegistry;
-    const report = store.ping.pipe(
-      Effect.as("SERVING" as const),
-      Effect.orElseSucceed(() => "NOT_SERVING" as const),
-      Effect.flatMap((status) => health.set(DataStoreService.typeName, status)),
-    );
-    yield* report; // known before the server starts answering
-    yield* report.pipe(Effect.repeat(HEALTH_CHECK), Effect.forkScoped);
-  }),
+const DataStoreHealth = healthFromPing(
+  DataStoreService.typeName,
+  Effect.flatMap(DocStore, (store) => store.ping),
 );
 
 /** Secondary indexes for the queries the DataStore makes (identity is always `_id`). */

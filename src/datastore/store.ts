@@ -6,9 +6,11 @@
  * (MongoDB, embedded) implements only this. Semantics follow MongoDB's, so
  * both backends answer every query the same way.
  */
-import { Context, Data, type Effect, type Option } from "effect";
+import { Context, type Effect, type Option } from "effect";
+import type { Json } from "../common/json.js";
+import { StoreUnavailable } from "../common/store-error.js";
 
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+export type { Json };
 export type Scalar = null | boolean | number | string;
 
 /** A stored document. `_id` is unique within its collection. */
@@ -60,10 +62,7 @@ export interface Condition {
   readonly value: Scalar;
 }
 
-/** The backend cannot be reached or failed; retrying later may help. */
-export class StoreUnavailable extends Data.TaggedError("StoreUnavailable")<{
-  readonly cause: unknown;
-}> {}
+export { StoreUnavailable };
 
 export interface Collection {
   readonly get: (id: string) => Effect.Effect<Option.Option<Doc>, StoreUnavailable>;

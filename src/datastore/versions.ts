@@ -23,11 +23,11 @@ import {
   VersionStatus,
 } from "../../gen/floworchestrator/datastore/v1/version_pb.js";
 import { Aborted, AlreadyExists, FailedPrecondition, NotFound } from "../common/errors.js";
+import * as V from "../common/validate.js";
 import { now, timestamp, unavailable } from "./common.js";
 import { findPage } from "./paging.js";
 import { precedenceKey } from "./precedence.js";
 import type { Collection, Doc, Json, Predicate } from "./store.js";
-import * as V from "./validate.js";
 
 type StatusName = "ACTIVE" | "DEPRECATED" | "ARCHIVED";
 const statusName = (s: VersionStatus) => VersionStatus[s] as StatusName;

@@ -6,7 +6,8 @@
  * ownership, isolation, merges) are written once on top; Hazelcast and the
  * embedded store implement only this, with the same semantics.
  */
-import { Context, Data, type Effect, type Option, type Queue, type Scope } from "effect";
+import { Context, type Effect, type Option, type Queue, type Scope } from "effect";
+import { StoreUnavailable } from "../common/store-error.js";
 
 /** Metadata of one allocated address. Plain JSON. */
 export interface MemoryRecord {
@@ -81,10 +82,7 @@ export interface BranchRecord {
 
 export type UnlockResult = "unlocked" | "missing" | "others";
 
-/** The backend cannot be reached or failed; retrying later may help. */
-export class StoreUnavailable extends Data.TaggedError("StoreUnavailable")<{
-  readonly cause: unknown;
-}> {}
+export { StoreUnavailable };
 
 export interface MemoryStoreShape {
   /** `hazelcast` or `embedded`. */

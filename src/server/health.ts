@@ -4,7 +4,7 @@
  * the overall status `""` is SERVING only while nothing reports NOT_SERVING
  * and the server is not draining.
  */
-import { Effect, HashMap, Option, Schedule, Stream, SubscriptionRef } from "effect";
+import { Effect, HashMap, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect";
 
 export type ServingStatus = "SERVING" | "NOT_SERVING";
 /** What a watcher of an unknown name sees, per the gRPC health protocol. */
@@ -78,3 +78,24 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
     };
   }),
 }) {}
+
+/** How often a backend is pinged for the health service. */
+const BACKEND_CHECK = Schedule.spaced("2 seconds");
+
+/**
+ * Reports a backend's reachability as the health of a service: known before
+ * the server starts answering, then every BACKEND_CHECK, until the scope closes.
+ */
+export const healthFromPing = <E, R>(serviceName: string, ping: Effect.Effect<void, E, R>) =>
+  Layer.scopedDiscard(
+    Effect.gen(function* () {
+      const health = yield* HealthRegistry;
+      const report = ping.pipe(
+        Effect.as("SERVING" as const),
+        Effect.orElseSucceed(() => "NOT_SERVING" as const),
+        Effect.flatMap((status) => health.set(serviceName, status)),
+      );
+      yield* report;
+      yield* report.pipe(Effect.repeat(BACKEND_CHECK), Effect.forkScoped);
+    }),
+  );

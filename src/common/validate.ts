@@ -5,8 +5,8 @@
  */
 import { Effect } from "effect";
 import semver from "semver";
-import { type FieldViolation, InvalidArgument } from "../common/errors.js";
-import type { Json } from "./store.js";
+import { type FieldViolation, InvalidArgument } from "./errors.js";
+import type { Json } from "./json.js";
 
 export type Violations = ReadonlyArray<FieldViolation>;
 
@@ -151,3 +151,23 @@ export const required = <A>(
         }),
       )
     : Effect.succeed(value);
+
+/** Fails with one violation. */
+export const invalid = (
+  field: string,
+  description: string,
+): Effect.Effect<never, InvalidArgument> =>
+  Effect.fail(
+    new InvalidArgument({
+      message: `invalid ${field}: ${description}`,
+      violations: [{ field, description }],
+    }),
+  );
+
+/** Free text a person chose (owners, holders, names): bounded, no control characters. */
+export const label = (field: string, value: string, max: number, required = true): Violations => {
+  if (value === "") return required ? v(field, "is required") : [];
+  if (value.length > max) return v(field, `must be at most ${max} characters`);
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: rejecting control characters is the point
+  return /[\u0000-\u001f\u007f]/.test(value) ? v(field, "must not contain control characters") : [];
+};

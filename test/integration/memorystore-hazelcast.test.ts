@@ -1,0 +1,310 @@
+/**
+ * The MemoryStore contract on the real Hazelcast member (test/infra), plus
+ * what only a cluster has: two mesh instances (two clients) sharing it,
+ * expiry enforced on the member itself, a key locked by another client,
+ * and calls that fail fast while the cluster cannot be reached. Every suite
+ * uses maps of its own (a random prefix), so runs can share the member.
+ */
+import { randomUUID } from "node:crypto";
+import { describe, expect, it } from "@effect/vitest";
+import { Cause, Clock, Context, Duration, Effect, Exit, Layer, Option, Queue } from "effect";
+import { Client, type HazelcastJsonValue } from "hazelcast-client";
+import { inject } from "vitest";
+import { HazelcastMemoryStore } from "../../src/memory/hazelcast.js";
+import {
+  type MemoryRecord,
+  MemoryStore,
+  type StoreEvent,
+  type StoreUnavailable,
+} from "../../src/memory/store.js";
+import { memoryStoreConformance } from "../conformance/memorystore.suite.js";
+import { hazelcastClientConfig } from "../infra/hazelcast.js";
+import type { InfraAddresses } from "../infra/index.js";
+
+const infra: InfraAddresses = inject("infra");
+
+const randomPrefix = (label: string) =>
+  `${label}_${randomUUID().replaceAll("-", "").slice(0, 12)}_`;
+
+const storeLayer = (mapPrefix: string, members = infra.hazelcastMembers) =>
+  HazelcastMemoryStore.layer({ members, clusterName: "dev", mapPrefix });
+
+memoryStoreConformance("hazelcast", () => storeLayer(randomPrefix("conf")));
+
+/** A store of its own (a mesh instance with its own client), closed with the test's scope. */
+const instance = (mapPrefix: string, members?: string[]) =>
+  Layer.build(storeLayer(mapPrefix, members)).pipe(Effect.map(Context.get(MemoryStore)));
+
+const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
+
+const recordAt = (now: number, fields: Partial<MemoryRecord> = {}): MemoryRecord => {
+  const executionId = fields.executionId ?? unique("EXEC");
+  const branchPath = fields.branchPath ?? "main";
+  const ttlMs = fields.ttlMs ?? 60_000;
+  const allocateTime = fields.allocateTime ?? now;
+  return {
+    address: `${executionId}:FLOW:PROCESS:${branchPath}:1:Result`,
+    executionId,
+    flowId: "FLOW",
+    stepType: "PROCESS",
+    branchPath,
+    stepId: "1",
+    dataType: "Result",
+    additionalInfo: "",
+    owner: "owner",
+    contentType: "application/octet-stream",
+    sizeBytes: 0,
+    sizeLimitBytes: 1024,
+    version: 0,
+    revision: 0,
+    allocateTime,
+    lastWriteTime: now,
+    ttlMs,
+    maxIdleMs: 30_000,
+    expireTime: allocateTime + ttlMs,
+    ...fields,
+  };
+};
+
+const next = (r: MemoryRecord, fields: Partial<MemoryRecord> = {}): MemoryRecord => ({
+  ...r,
+  version: r.version + 1,
+  revision: r.revision + 1,
+  ...fields,
+});
+
+const eventAbout = (queue: Queue.Dequeue<StoreEvent>, address: string) =>
+  Queue.take(queue).pipe(
+    Effect.repeat({ until: (e) => e.address === address }),
+    Effect.timeoutFail({
+      duration: "10 seconds",
+      onTimeout: () => new Error(`no event about ${address}`),
+    }),
+  );
+
+/** The tag of the error an effect failed with (a defect or success is reported as such). */
+const failureTag = (exit: Exit.Exit<unknown, { readonly _tag: string }>): string =>
+  Exit.match(exit, {
+    onSuccess: (value) => `succeeded with ${String(value)}`,
+    onFailure: (cause) =>
+      Option.match(Cause.failureOption(cause), {
+        onNone: () => `no failure: ${Cause.pretty(cause)}`,
+        onSome: (e) => e._tag,
+      }),
+  });
+
+/** A plain client on the member, to look at what the store left there. */
+const rawClient = Effect.acquireRelease(
+  Effect.promise(() => Client.newHazelcastClient(hazelcastClientConfig(infra.hazelcastMembers))),
+  (c) => Effect.promise(() => c.shutdown()),
+);
+
+describe("HazelcastMemoryStore", () => {
+  it.scoped(
+    "two mesh instances: one sees the other's events, and compare-and-set holds across them",
+    () =>
+      Effect.gen(function* () {
+        const prefix = randomPrefix("two");
+        const a = yield* instance(prefix);
+        const b = yield* instance(prefix);
+        const seenByB = yield* b.subscribe;
+        const seenByA = yield* a.subscribe;
+
+        const now = yield* Clock.currentTimeMillis;
+        const record = recordAt(now);
+        expect(yield* a.create(record)).toBe(true);
+        expect(yield* b.create(record)).toBe(false);
+        const created = yield* eventAbout(seenByB, record.address);
+        expect(created).toMatchObject({ type: "created", record });
+
+        // 10 writers on each instance, one expected revision: exactly one wins.
+        const attempts = Array.from({ length: 20 }, (_, i) => ({
+          store: i % 2 === 0 ? a : b,
+          record: next(record, { owner: `writer-${i}`, sizeBytes: 1 }),
+          data: Uint8Array.of(i),
+        }));
+        const won = yield* Effect.all(
+          attempts.map((w) => w.store.update(record.address, 0, w.record, w.data)),
+          { concurrency: "unbounded" },
+        );
+        expect(won.filter(Boolean)).toHaveLength(1);
+        const winner = attempts[won.indexOf(true)];
+        for (const store of [a, b]) {
+          const read = Option.getOrThrow(yield* store.read(record.address));
+          expect(read.entry.record).toEqual(winner?.record);
+          expect(read.data).toEqual(winner?.data);
+        }
+        expect(yield* eventAbout(seenByB, record.address)).toMatchObject({
+          type: "updated",
+          record: winner?.record,
+        });
+        expect(yield* eventAbout(seenByA, record.address)).toMatchObject({ type: "created" });
+        expect(yield* eventAbout(seenByA, record.address)).toMatchObject({ type: "updated" });
+
+        expect(yield* b.remove(record.address)).toBe(true);
+        expect(yield* eventAbout(seenByA, record.address)).toMatchObject({
+          type: "removed",
+          record: winner?.record,
+        });
+        expect(yield* a.get(record.address, false)).toEqual(Option.none());
+
+        // Expiry is the member's: reported to both instances.
+        const short = recordAt(yield* Clock.currentTimeMillis, { ttlMs: 1_000, maxIdleMs: 1_000 });
+        expect(yield* b.create(short)).toBe(true);
+        for (const seen of [seenByA, seenByB]) {
+          expect((yield* eventAbout(seen, short.address)).type).toBe("created");
+          expect(yield* eventAbout(seen, short.address)).toMatchObject({
+            type: "expired",
+            record: short,
+          });
+        }
+
+        // Locks are shared too.
+        const resource = unique("lock");
+        expect((yield* a.tryLock(resource, "alice", 10_000)).acquired).toBe(true);
+        expect((yield* b.tryLock(resource, "bob", 10_000)).acquired).toBe(false);
+        expect(yield* b.unlock(resource, "bob")).toBe("others");
+        expect(yield* b.unlock(resource, "alice")).toBe("unlocked");
+      }),
+    60_000,
+  );
+
+  it.scoped("expiry is set on the member: update keeps the TTL from allocation", () =>
+    Effect.gen(function* () {
+      const prefix = randomPrefix("ttl");
+      const store = yield* instance(prefix);
+      const raw = yield* rawClient;
+      const meta = yield* Effect.promise(() =>
+        raw.getMap<string, HazelcastJsonValue>(`${prefix}meta`),
+      );
+      const data = yield* Effect.promise(() => raw.getMap<string, Buffer>(`${prefix}data`));
+      const viewOf = (address: string) =>
+        Effect.promise(() => meta.getEntryView(address)).pipe(
+          Effect.map((v) =>
+            v === null
+              ? undefined
+              : {
+                  ttl: Number(v.ttl),
+                  maxIdle: Number(v.maxIdle),
+                  // When the TTL alone would end it (max idle may end it sooner).
+                  ttlExpiry: Number(v.lastUpdateTime) + Number(v.ttl),
+                },
+          ),
+        );
+
+      // Allocated 40 s ago with a 60 s TTL: 20 s remain.
+      const now = yield* Clock.currentTimeMillis;
+      const record = recordAt(now, {
+        allocateTime: now - 40_000,
+        ttlMs: 60_000,
+        maxIdleMs: 10_000,
+      });
+      expect(yield* store.create(record)).toBe(true);
+      const created = yield* viewOf(record.address);
+      expect(created?.maxIdle).toBe(11_000);
+      expect(created?.ttl).toBe(21_000);
+
+      // A replace on the member would drop both (Hazelcast resets them on writes without them).
+      expect(yield* store.update(record.address, 0, next(record), Uint8Array.of(1, 2))).toBe(true);
+      expect(yield* store.update(record.address, 1, next(next(record)))).toBe(true);
+      const updated = yield* viewOf(record.address);
+      const at = yield* Clock.currentTimeMillis;
+      expect(updated?.maxIdle).toBe(11_000);
+      expect(updated?.ttl).toBeLessThanOrEqual(21_000);
+      expect(updated?.ttl).toBeGreaterThanOrEqual(20_000);
+      // Never before the record's expireTime, at most ~2 s after it.
+      expect(updated?.ttlExpiry).toBeGreaterThanOrEqual(record.expireTime);
+      expect(updated?.ttlExpiry).toBeLessThanOrEqual(record.expireTime + 2_000);
+      expect(updated?.ttlExpiry).toBeGreaterThan(at);
+
+      // One data entry (the replaced bytes are gone), outliving the record a little.
+      const dataKeys = yield* Effect.promise(() => data.keySet());
+      const ours = dataKeys.filter((k) => k.startsWith(`${record.address}#`));
+      expect(ours).toHaveLength(1);
+      const dataView = yield* Effect.promise(() => data.getEntryView(ours[0] as string));
+      expect(Number(dataView?.maxIdle)).toBe(12_000);
+      expect(Number(dataView?.expirationTime)).toBeGreaterThanOrEqual(record.expireTime);
+
+      expect(yield* store.remove(record.address)).toBe(true);
+      expect(yield* Effect.promise(() => data.size())).toBe(0);
+    }),
+  );
+
+  it.scoped("branch prefixes are literal: LIKE wildcards and escapes match only themselves", () =>
+    Effect.gen(function* () {
+      const store = yield* instance(randomPrefix("like"));
+      const now = yield* Clock.currentTimeMillis;
+      const executionId = unique("EXEC");
+      const paths = ["main.a%", "main.a%.x", "main.ab.x", "main.a\\", "main.a\\.x", "main.a_"];
+      for (const branchPath of paths) {
+        expect(yield* store.create(recordAt(now, { executionId, branchPath }))).toBe(true);
+      }
+      const under = (branchPrefix: string) =>
+        store
+          .query({ executionId, branchPrefix })
+          .pipe(Effect.map((found) => found.map((e) => e.record.branchPath).sort()));
+      expect(yield* under("main.a%")).toEqual(["main.a%", "main.a%.x"]);
+      expect(yield* under("main.a\\")).toEqual(["main.a\\", "main.a\\.x"]);
+      expect(yield* under("main.a_")).toEqual(["main.a_"]);
+      expect(yield* under("main.a")).toEqual([]);
+    }),
+  );
+
+  it.scoped("an update waits for another client's lock of the key, bounded", () =>
+    Effect.gen(function* () {
+      const prefix = randomPrefix("keylock");
+      const store = yield* instance(prefix);
+      const raw = yield* rawClient;
+      const meta = yield* Effect.promise(() => raw.getMap<string, unknown>(`${prefix}meta`));
+      const record = recordAt(yield* Clock.currentTimeMillis);
+      expect(yield* store.create(record)).toBe(true);
+
+      yield* Effect.promise(() => meta.lock(record.address));
+      const started = yield* Clock.currentTimeMillis;
+      const blocked = yield* Effect.exit(store.update(record.address, 0, next(record)));
+      expect(failureTag(blocked)).toBe("StoreUnavailable");
+      expect((yield* Clock.currentTimeMillis) - started).toBeLessThan(6_000);
+
+      // Released meanwhile: it goes through.
+      const waiting = yield* Effect.fork(store.update(record.address, 0, next(record)));
+      yield* Effect.sleep("500 millis");
+      yield* Effect.promise(() => meta.unlock(record.address));
+      expect(yield* waiting.await).toEqual(Exit.succeed(true));
+    }),
+  );
+
+  it.scoped(
+    "cluster unreachable: the layer builds and every call fails fast with StoreUnavailable",
+    () =>
+      Effect.gen(function* () {
+        const started = yield* Clock.currentTimeMillis;
+        const store = yield* instance(randomPrefix("down"), ["127.0.0.1:1"]);
+        expect((yield* Clock.currentTimeMillis) - started).toBeLessThan(2_000);
+
+        const record = recordAt(started);
+        const calls: ReadonlyArray<readonly [string, Effect.Effect<unknown, StoreUnavailable>]> = [
+          ["ping", store.ping],
+          ["create", store.create(record)],
+          ["get", store.get(record.address, false)],
+          ["get touching", store.get(record.address, true)],
+          ["read", store.read(record.address)],
+          ["update", store.update(record.address, 0, next(record), Uint8Array.of(1))],
+          ["remove", store.remove(record.address)],
+          ["query", store.query({ executionId: record.executionId })],
+          ["subscribe", Effect.scoped(store.subscribe)],
+          ["branches.list", store.branches.list(record.executionId)],
+          ["tryLock", store.tryLock("resource", "holder", 1_000)],
+          ["unlock", store.unlock("resource", "holder")],
+        ];
+        for (const [name, effect] of calls) {
+          const before = yield* Clock.currentTimeMillis;
+          const exit = yield* Effect.exit(effect);
+          expect(failureTag(exit), name).toBe("StoreUnavailable");
+          expect((yield* Clock.currentTimeMillis) - before, name).toBeLessThan(
+            Duration.toMillis("4 seconds"),
+          );
+        }
+      }),
+    60_000,
+  );
+});
