@@ -153,6 +153,11 @@ const EVENT_BUFFER = 16_384;
 const QUERY_ACCESS_TIMES_LIMIT = 256;
 /** Parallel calls for per-key work (entry views, removals). */
 const PARALLEL = 16;
+/** How often due expiry checks run, and how many at most per round (see `sweepExpired`). */
+const SWEEP_INTERVAL = Duration.millis(500);
+const SWEEP_BATCH = 2_000;
+/** The one listing of all entries at start (for the expiry watch). */
+const LISTING_TIMEOUT = Duration.seconds(30);
 /** Attempts of the optimistic loops (reads racing updates, lock takeovers) before giving up. */
 const MAX_ATTEMPTS = 5;
 
@@ -264,8 +269,12 @@ const asLong = (value: unknown): number => {
   return Number.isFinite(n) ? n : NO_LIMIT;
 };
 
-/** `LIKE` pattern matching `literal` exactly (`\` escapes `%`, `_` and itself). */
-const likeLiteral = (literal: string): string => literal.replace(/[\\%_]/g, "\\$&");
+/**
+ * `LIKE` pattern matching `literal` exactly. Hazelcast's LIKE knows only
+ * `\%` and `\_` as escapes (a backslash before anything else, itself
+ * included, is a plain character), so only the wildcards are escaped.
+ */
+const likeLiteral = (literal: string): string => literal.replace(/[%_]/g, "\\$&");
 
 const predicateOf = (filter: MemoryFilter): Predicate => {
   const parts: Predicate[] = [];
@@ -463,20 +472,87 @@ const make = (options: HazelcastMemoryStoreOptions) =>
       }),
     );
 
+    const now = Clock.currentTimeMillis;
+
+    /**
+     * Expiry watch. The member finds expired entries that nobody touches by
+     * a background task that visits only a few partitions per 5 s round
+     * (min(27, 3 × partition threads) of 271), so on a cluster with entries
+     * in most partitions an `expired` event could take a minute or more. Any
+     * keyed access finds an expired entry at once, though, and expires it
+     * (removal and `expired` event, as usual). So each store tracks the live
+     * entries it has heard of (from the events, and one listing at start) with
+     * the earliest time each may expire, and then looks at it with
+     * `getEntryView` (which does not touch it): gone means expired by the
+     * member just now; still there gives the member's own expiration time,
+     * the next time to look. Every instance does this for every entry; it
+     * costs one call per entry per instance per expiry (or max idle renewal).
+     */
+    const expiryChecks = new Map<string, number>();
+    const watchExpiry = (record: MemoryRecord, at: number) => {
+      expiryChecks.set(
+        record.address,
+        Math.min(record.expireTime, record.maxIdleMs > 0 ? at + record.maxIdleMs : NO_LIMIT),
+      );
+    };
+
+    const checkExpiry = (address: string) =>
+      onMeta("getEntryView", (m) => m.getEntryView(address)).pipe(
+        Effect.flatMap((view) =>
+          Effect.sync(() => {
+            if (view === null) expiryChecks.delete(address);
+            // `expirationTime` is inclusive: gone from that millisecond on.
+            else if (expiryChecks.has(address)) {
+              expiryChecks.set(address, asLong(view.expirationTime));
+            }
+          }),
+        ),
+      );
+
+    const sweepExpired = Effect.gen(function* () {
+      const at = yield* now;
+      const due: string[] = [];
+      for (const [address, checkAt] of expiryChecks) {
+        if (checkAt <= at) due.push(address);
+        if (due.length >= SWEEP_BATCH) break;
+      }
+      yield* Effect.forEach(due, checkExpiry, { concurrency: PARALLEL, discard: true });
+    }).pipe(
+      Effect.catchAllCause((cause) =>
+        Effect.logDebug("memory store (hazelcast): expiry check failed", cause),
+      ),
+    );
+
+    /** The bytes of an entry that expired, removed now rather than when the member gets round to them. */
+    const dropBytes = (dataKey: string) =>
+      Runtime.runFork(runtime)(
+        bestEffort(
+          "deleting the bytes of an expired entry",
+          onData("delete", (m) => m.delete(dataKey)),
+        ),
+      );
+
     const publish = (type: StoreEvent["type"], event: EntryEvent<string, HazelcastJsonValue>) => {
       if (closed) return;
       const value = type === "created" || type === "updated" ? event.value : event.oldValue;
-      let record: MemoryRecord | undefined;
+      let stored: StoredMeta | undefined;
       try {
-        record = value == null ? undefined : recordOf(parse<StoredMeta>(value));
+        stored = value == null ? undefined : parse<StoredMeta>(value);
       } catch {
-        record = undefined; // not ours: still report the change of the key
+        stored = undefined; // not ours: still report the change of the key
+      }
+      const time = clock.unsafeCurrentTimeMillis();
+      if (type === "created" || type === "updated") {
+        if (stored !== undefined) watchExpiry(stored, time);
+      } else {
+        expiryChecks.delete(event.key);
+        if (type === "expired" && stored !== undefined) dropBytes(stored._data);
       }
       const storeEvent: StoreEvent = {
         type,
         address: event.key,
-        ...(record === undefined ? {} : { record }),
-        time: clock.unsafeCurrentTimeMillis(),
+        ...(stored === undefined ? {} : { record: recordOf(stored) }),
+        time,
       };
       const exit = Runtime.runSyncExit(runtime)(PubSub.publish(pubsub, storeEvent));
       if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
@@ -511,12 +587,31 @@ const make = (options: HazelcastMemoryStoreOptions) =>
           Schedule.union(Schedule.spaced(Duration.seconds(5))),
         ),
       ),
+      // Entries from before: their expiry is watched too (listed once; a failure leaves them to the member).
+      Effect.zipRight(
+        onMeta("valuesWithPredicate", (m) =>
+          m.valuesWithPredicate(Predicates.alwaysTrue()).then((list) => list.toArray()),
+        ).pipe(
+          Effect.timeout(LISTING_TIMEOUT),
+          Effect.flatMap((values) =>
+            Effect.sync(() => {
+              const at = clock.unsafeCurrentTimeMillis();
+              for (const v of values) {
+                const stored = parse<StoredMeta>(v);
+                if (!expiryChecks.has(stored.address)) watchExpiry(stored, at);
+              }
+            }),
+          ),
+          Effect.catchAllCause((cause) =>
+            Effect.logDebug("memory store (hazelcast): listing entries at start failed", cause),
+          ),
+        ),
+      ),
+      Effect.zipRight(Effect.repeat(sweepExpired, Schedule.spaced(SWEEP_INTERVAL))),
       Effect.forkScoped,
     );
 
     // --- Entries ------------------------------------------------------------------
-
-    const now = Clock.currentTimeMillis;
 
     /** The record behind a stored value, unless its TTL has run out (the member removes it a little later). */
     const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {

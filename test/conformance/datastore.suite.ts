@@ -8,13 +8,10 @@
  */
 import { randomBytes } from "node:crypto";
 import {
-  create,
-  type DescMessage,
   fromJson,
   type JsonObject,
   type JsonValue,
   type MessageInitShape,
-  type MessageShape,
   toJson,
 } from "@bufbuild/protobuf";
 import {
@@ -45,69 +42,15 @@ import type { MeshError } from "../../src/common/errors.js";
 import { DataStore } from "../../src/datastore/DataStore.js";
 import type { DocStore } from "../../src/datastore/store.js";
 import { dataStoreLayer } from "../support/datastore.js";
+import { failure, invalid, portCaller } from "../support/port.js";
 
 // --- Calling the port ------------------------------------------------------------
 
 type Methods = typeof DataStoreService.method;
-type Unary = {
-  [K in keyof Methods]: Methods[K]["methodKind"] extends "unary" ? K : never;
-}[keyof Methods];
-type Streaming = Exclude<keyof Methods, Unary>;
+
 type Request<K extends keyof Methods> = MessageInitShape<Methods[K]["input"]>;
-type Response<K extends keyof Methods> = MessageShape<Methods[K]["output"]>;
 
-/**
- * Calls one unary RPC of the port: the request is built with
- * `create(XRequestSchema, init)`, and the answer (an init shape) is turned
- * into the full response message (every scalar set, defaults filled in).
- */
-const call = <K extends Unary>(
-  rpc: K,
-  init: Request<K>,
-): Effect.Effect<Response<K>, MeshError, DataStore> =>
-  Effect.gen(function* () {
-    const ds = yield* DataStore;
-    const method = DataStoreService.method[rpc];
-    const request = create(method.input as DescMessage, init as never);
-    const invoke = ds[rpc] as unknown as (req: unknown) => Effect.Effect<unknown, MeshError>;
-    const response = yield* invoke(request);
-    return create(method.output as DescMessage, response as never) as Response<K>;
-  });
-
-/** Opens one server-streaming RPC of the port; each item as a full response message. */
-const open = <K extends Streaming>(
-  rpc: K,
-  init: Request<K>,
-): Stream.Stream<Response<K>, MeshError, DataStore> =>
-  Stream.unwrap(
-    Effect.map(DataStore, (ds) => {
-      const method = DataStoreService.method[rpc];
-      const invoke = ds[rpc] as unknown as (req: unknown) => Stream.Stream<unknown, MeshError>;
-      return invoke(create(method.input as DescMessage, init as never)).pipe(
-        Stream.map((item) => create(method.output as DescMessage, item as never) as Response<K>),
-      );
-    }),
-  );
-
-/** The error a call must fail with; a call that succeeds fails the test. */
-const failure = <A, R, T extends MeshError["_tag"]>(
-  effect: Effect.Effect<A, MeshError, R>,
-  tag: T,
-): Effect.Effect<Extract<MeshError, { _tag: T }>, Error, R> =>
-  Effect.flip(effect).pipe(
-    Effect.mapError(() => new Error(`expected ${tag}, but the call succeeded`)),
-    Effect.tap((e) => expect(e._tag).toBe(tag)),
-    Effect.map((e) => e as Extract<MeshError, { _tag: T }>),
-  );
-
-/** InvalidArgument with a violation naming each of `fields`. */
-const invalid = <A, R>(effect: Effect.Effect<A, MeshError, R>, ...fields: ReadonlyArray<string>) =>
-  failure(effect, "InvalidArgument").pipe(
-    Effect.tap((e) => {
-      const named = e.violations.map((v) => v.field);
-      for (const field of fields) expect(named).toContain(field);
-    }),
-  );
+const { call, open } = portCaller(DataStoreService, DataStore);
 
 /** A FailedPrecondition or InvalidArgument carrying a FlowOrchestrator code. */
 const withCode = <A, R>(

@@ -16,7 +16,8 @@ const section = (heading: string) => {
   const start = readme.indexOf(`\n## ${heading}\n`);
   return readme.slice(start, readme.indexOf("\n## ", start + 1));
 };
-const shellBlocks = (text: string) => [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
+const shellBlocks = (text: string) =>
+  [...text.matchAll(/```sh\n([\s\S]*?)```/g)].map((m) => m[1] ?? "");
 
 /** The first block defines a shell function; the calls of it in later blocks are the examples. */
 const examples = (heading: string) => {
