@@ -7,9 +7,13 @@
  *   `data`. Each version of the bytes gets a fresh key (`address#uuid`) and
  *   the record is switched to it in one write, so a reader never sees a
  *   record with another version's bytes; the old bytes are deleted after
- *   the switch (a reader that loses that race reads the record again).
- * - `branches`: `[executionId, branchPath]` (as JSON) → the branch record.
+ *   the switch (a reader that loses that race reads the record again). The
+ *   bytes expire a second after their record, so a live record has them.
+ * - `branches`: `[executionId, branchPath]` (as JSON) → the branch record;
+ *   compare-and-set is `replaceIfSame` with the stored text just read.
  * - `locks`: resource → `{ holder, expireTime }`.
+ * Both JSON maps get a hash index on `executionId` at start (a cluster
+ * restarted empty lacks it until the next start of a mesh instance).
  *
  * Expiry is Hazelcast's own: every write of a record passes the remaining
  * TTL and the max idle to the member, and every touching read is a member
@@ -20,37 +24,50 @@
  *   to the second, so an entry would go up to a second early. We pass
  *   `ceil(ms / 1000) * 1000 + 1000`: entries expire never early and at most
  *   ~1-2 s late. On top, the record's own `expireTime` is checked on every
- *   read, so the TTL is exact for callers; only the physical removal (and
- *   its `expired` event) lags.
+ *   read (on this instance's clock), so the TTL is exact for callers; only
+ *   the physical removal (and its `expired` event) lags. Max idle has the
+ *   member's granularity: gone between `maxIdleMs` and ~2 s later.
  * - The TTL counts from the last *write*, and `put`/`set`/`replace`/
  *   `replaceIfSame` without TTL arguments reset TTL and max idle to the map
  *   defaults (forever). So `update` writes with `set(key, value, remaining
  *   TTL, max idle)`, which cannot be conditional: it runs under the key's
  *   map lock (below). `setTtl` keeps max idle as it is and fires no event.
- * - `get`, `containsKey` restart max idle; `getEntryView` and predicate
- *   queries do not. Per-entry statistics are off on a default member, so the
- *   entry view has no last access time: it is derived from the expiration
- *   time (`expirationTime - maxIdle`, rounded down to the second; a lower
- *   bound when the TTL is the nearer limit).
- * - Entry listeners see every member's changes: added, updated, removed,
+ * - `get`, `getAll` and `containsKey` restart max idle; `getEntryView` and
+ *   predicate queries do not. Per-entry statistics are off on a default
+ *   member, so the entry view has no last access time: `get` without touch
+ *   derives it from the expiration time (`expirationTime - maxIdle`, to the
+ *   second; a lower bound when the TTL is the nearer limit). `query` does so
+ *   for up to `QUERY_ACCESS_TIMES_LIMIT` results (one call each) and gives
+ *   the record's `lastWriteTime` (a lower bound) beyond that.
+ * - Entry listeners see every client's changes: added, updated, removed,
  *   expired and evicted (both `expired` here), with the value (or the old
- *   value) when registered with `includeValue`. Expiry of untouched entries
- *   is found by the member's background task, within a few seconds.
+ *   value) when registered with `includeValue`. Queries skip expired entries
+ *   without removing them, and `size()` still counts them. The member finds
+ *   untouched expired entries by a background task that visits only a few
+ *   partitions per 5 s round, so its `expired` event can come a minute or
+ *   more late; any keyed access removes an expired entry at once. Hence the
+ *   expiry watch (see `sweepExpired`): `expired` events come within ~1-2 s.
+ *   Events are lost while the client is disconnected (the client registers
+ *   the listener again when it reconnects).
  *
  * Compare-and-set of a record: Hazelcast's `replaceIfSame` is atomic but
  * drops TTL and max idle (and a follow-up `set` would not be conditional),
  * so an update takes the member-side lock of the key (`IMap.tryLock` with a
  * lease), reads the record, checks the revision and writes with `set`, then
  * unlocks. Other clients' writes to a locked key wait on the member. The Node
- * client shares lock ownership among all calls of one client, so calls in
- * this process are serialized per address by a local mutex as well (update,
- * create and remove take it). Guarantee: of two writers with the same
- * expected revision exactly one wins, as long as the critical section (at
- * most `CRITICAL_SECTION`) ends within the lock's lease (`KEY_LOCK_LEASE`);
- * the lease frees the key if this process dies or loses the cluster mid-way.
- * A lock request that times out here but is granted late on the member
- * keeps the key locked until its lease ends (other instances' writes to
- * that address wait or fail with StoreUnavailable meanwhile).
+ * client shares lock ownership among all calls of one client (a second
+ * `tryLock` from the same client succeeds), so calls in this process are
+ * serialized per address by a local mutex as well (update, create and
+ * remove take it). Guarantee: of two writers with the same expected
+ * revision exactly one wins, as long as the critical section (bounded by
+ * `CRITICAL_SECTION`) ends within the lock's lease (`KEY_LOCK_LEASE_MS`);
+ * the lease frees the key if this process dies or loses the cluster
+ * mid-way. A lock request that times out here but is granted late on the
+ * member keeps the key locked until its lease ends (other instances'
+ * writes to that address wait or fail with StoreUnavailable meanwhile).
+ * `create` is `putIfAbsent` (an entry past its TTL that the member still
+ * holds is evicted under the key lock first, with an `expired` event);
+ * `remove` is `remove`.
  *
  * Locks (the `locks` map): taken with `putIfAbsent` (with the lease as TTL),
  * renewed by the holder with `replaceIfSame` + `setTtl`, released with
@@ -61,9 +78,14 @@
  * (the CP subsystem's FencedLock is not in Hazelcast Community 5.5+).
  *
  * Availability: the client starts asynchronously and reconnects by itself,
- * so the layer builds while the cluster is down; every call is bounded
- * (`OP_TIMEOUT`) and fails with StoreUnavailable while the cluster cannot be
- * reached. Client errors meaning "offline / disconnected / not active /
+ * so the layer builds while the cluster is down (only malformed options fail
+ * it). Every call is bounded: 3 s per round trip (`OP_TIMEOUT`; an update
+ * may wait 2 s more for another instance's key lock, and waiting for earlier
+ * calls on the same address is bounded by 3 s too), `ping` 1.5 s. Until it
+ * first connects the client refuses calls at once (ClientOfflineError) and
+ * after a disconnect it retries them; either way a call goes through if the
+ * cluster is back within the bound and fails with StoreUnavailable
+ * otherwise. Client errors meaning "offline / disconnected / not active /
  * timed out" become StoreUnavailable; anything else is a defect. A call that
  * timed out may still take effect on the member later.
  */
@@ -94,6 +116,7 @@ import {
   HazelcastJsonValue,
   type IMap,
   IndeterminateOperationStateError,
+  type IndexConfig,
   IOError,
   JsonStringDeserializationPolicy,
   NoDataMemberInClusterError,
@@ -203,22 +226,22 @@ const OFFLINE_RETRY = Schedule.spaced(Duration.millis(100));
 
 /**
  * One call to the cluster, bounded in time; everything building the request
- * belongs in `op`. While the client has no connection (starting, or between
- * reconnects) it refuses calls before sending anything (ClientOfflineError):
- * those are repeated until the bound, so a call made just after start-up or
- * a short outage goes through, and one made while the cluster is away fails
- * after the bound.
+ * belongs in `op`. Until its first connection the client refuses calls
+ * before sending anything (ClientOfflineError): those are repeated until the
+ * bound, so a call made just after start-up goes through, and one made while
+ * the cluster is away fails after the bound (as calls after a disconnect do,
+ * which the client itself retries).
  */
 const call = <A>(
   what: string,
   op: () => Promise<A>,
   timeout: Duration.Duration = OP_TIMEOUT,
 ): Effect.Effect<A, StoreUnavailable> => {
-  let offline: unknown;
+  let lastError: unknown;
   return Effect.tryPromise({ try: op, catch: (e) => e }).pipe(
     Effect.tapError((e) =>
       Effect.sync(() => {
-        offline = e;
+        lastError = e;
       }),
     ),
     Effect.retry({ schedule: OFFLINE_RETRY, while: (e) => e instanceof ClientOfflineError }),
@@ -228,8 +251,8 @@ const call = <A>(
     Effect.timeoutFail({
       duration: timeout,
       onTimeout: () =>
-        offline instanceof ClientOfflineError
-          ? new StoreUnavailable({ cause: offline })
+        lastError instanceof ClientOfflineError
+          ? new StoreUnavailable({ cause: lastError })
           : timedOut(what, timeout)(),
     }),
   );
@@ -300,6 +323,9 @@ const predicateOf = (filter: MemoryFilter): Predicate => {
   return Predicates.and(...parts);
 };
 
+/** Both JSON maps are queried by execution most of the time. */
+const EXECUTION_INDEX: IndexConfig = { type: "HASH", attributes: ["executionId"] };
+
 const CLIENT_PROPERTIES = {
   // The client's own logger writes to the console; reconnect attempts are warnings.
   "hazelcast.logging.level": "ERROR",
@@ -315,7 +341,7 @@ const clientConfig = (options: HazelcastMemoryStoreOptions): ClientConfig => ({
   instanceName: `floworchestrator-mesh-memory-${randomUUID().slice(0, 8)}`,
   network: { clusterMembers: [...options.members], connectionTimeout: 3_000 },
   connectionStrategy: {
-    // Build without the cluster; calls fail fast (ClientOfflineError) until it is there.
+    // Build without the cluster (calls are refused until it is there, see `call`).
     asyncStart: true,
     reconnectMode: ReconnectMode.ON,
     connectionRetry: {
@@ -336,6 +362,32 @@ const clientConfig = (options: HazelcastMemoryStoreOptions): ClientConfig => ({
   properties: CLIENT_PROPERTIES,
 });
 
+/** `host`, `host:port`, `[v6]` or `[v6]:port`, as the client takes them. */
+const MEMBER_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+)(?::(\d{1,5}))?$/;
+
+/** What the client would only find out by failing to connect for ever. */
+const checkOptions = (options: HazelcastMemoryStoreOptions) => {
+  const bad = options.members.filter((m) => {
+    const match = MEMBER_ADDRESS.exec(m);
+    const port = match?.[1] === undefined ? 5701 : Number(match[1]);
+    return match === null || port < 1 || port > 65_535;
+  });
+  if (options.members.length === 0 || bad.length > 0 || options.clusterName === "") {
+    return Effect.fail(
+      new HazelcastMemoryStoreConfigError({
+        message:
+          options.members.length === 0
+            ? "no Hazelcast members given"
+            : bad.length > 0
+              ? `invalid Hazelcast member address(es): ${bad.map((m) => JSON.stringify(m)).join(", ")}`
+              : "the Hazelcast cluster name is empty",
+        cause: undefined,
+      }),
+    );
+  }
+  return Effect.void;
+};
+
 // ---------------------------------------------------------------------------
 // The store
 
@@ -349,6 +401,7 @@ const make = (options: HazelcastMemoryStoreOptions) =>
       locks: `${prefix}locks`,
     };
 
+    yield* checkOptions(options);
     // asyncStart: resolves without I/O; only a configuration the client rejects fails here.
     const client = yield* Effect.acquireRelease(
       Effect.tryPromise({
@@ -373,8 +426,11 @@ const make = (options: HazelcastMemoryStoreOptions) =>
     const dataMap = () => client.getMap<string, Buffer>(names.data);
     const branchMap = () => client.getMap<string, HazelcastJsonValue>(names.branches);
     const lockMap = () => client.getMap<string, HazelcastJsonValue>(names.locks);
-    const onMeta = <A>(what: string, op: (m: IMap<string, HazelcastJsonValue>) => Promise<A>) =>
-      call(`meta ${what}`, async () => op(await meta()));
+    const onMeta = <A>(
+      what: string,
+      op: (m: IMap<string, HazelcastJsonValue>) => Promise<A>,
+      timeout?: Duration.Duration,
+    ) => call(`meta ${what}`, async () => op(await meta()), timeout);
     const onData = <A>(what: string, op: (m: IMap<string, Buffer>) => Promise<A>) =>
       call(`data ${what}`, async () => op(await dataMap()));
     const onBranches = <A>(what: string, op: (m: IMap<string, HazelcastJsonValue>) => Promise<A>) =>
@@ -394,10 +450,15 @@ const make = (options: HazelcastMemoryStoreOptions) =>
     // --- Local serialization per address --------------------------------------
 
     const localLocks = new Map<string, { readonly mutex: Effect.Semaphore; users: number }>();
-    /** Runs `effect` alone among this client's calls on `address` (the member's key lock cannot tell them apart). */
+    /**
+     * Runs `effect` alone among this client's calls on `address` (the
+     * member's key lock cannot tell them apart). Waiting for the others is
+     * bounded too (StoreUnavailable), so calls piling up on one address while
+     * the cluster is slow or away do not wait for each other's timeouts.
+     */
     const serialized =
       (address: string) =>
-      <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+      <A, E, R>(effect: Effect.Effect<A, E | StoreUnavailable, R>) =>
         Effect.acquireUseRelease(
           Effect.sync(() => {
             let slot = localLocks.get(address);
@@ -408,7 +469,21 @@ const make = (options: HazelcastMemoryStoreOptions) =>
             slot.users++;
             return slot;
           }),
-          (slot) => slot.mutex.withPermits(1)(effect),
+          (slot) =>
+            Effect.uninterruptibleMask((restore) =>
+              restore(slot.mutex.take(1)).pipe(
+                Effect.timeoutFail({
+                  duration: OP_TIMEOUT,
+                  onTimeout: () =>
+                    new StoreUnavailable({
+                      cause: new Error(
+                        `earlier calls on ${address} still running after ${Duration.format(OP_TIMEOUT)}`,
+                      ),
+                    }),
+                }),
+                Effect.zipRight(restore(effect).pipe(Effect.ensuring(slot.mutex.release(1)))),
+              ),
+            ),
           (slot) =>
             Effect.sync(() => {
               if (--slot.users === 0) localLocks.delete(address);
@@ -423,11 +498,10 @@ const make = (options: HazelcastMemoryStoreOptions) =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function* () {
           const locked = yield* restore(
-            onMeta("tryLock", (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS)).pipe(
-              Effect.timeoutFail({
-                duration: Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
-                onTimeout: timedOut("key lock", Duration.millis(KEY_LOCK_WAIT_MS)),
-              }),
+            onMeta(
+              "tryLock",
+              (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS),
+              Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
             ),
           );
           if (!locked) {
@@ -475,18 +549,18 @@ const make = (options: HazelcastMemoryStoreOptions) =>
     const now = Clock.currentTimeMillis;
 
     /**
-     * Expiry watch. The member finds expired entries that nobody touches by
-     * a background task that visits only a few partitions per 5 s round
-     * (min(27, 3 × partition threads) of 271), so on a cluster with entries
-     * in most partitions an `expired` event could take a minute or more. Any
-     * keyed access finds an expired entry at once, though, and expires it
-     * (removal and `expired` event, as usual). So each store tracks the live
-     * entries it has heard of (from the events, and one listing at start) with
-     * the earliest time each may expire, and then looks at it with
-     * `getEntryView` (which does not touch it): gone means expired by the
-     * member just now; still there gives the member's own expiration time,
-     * the next time to look. Every instance does this for every entry; it
-     * costs one call per entry per instance per expiry (or max idle renewal).
+     * Expiry watch. The member's own task may report an untouched expired
+     * entry a minute or more late (it visits min(27, 3 × partition threads)
+     * of the 271 partitions per 5 s round), but any keyed access finds an
+     * expired entry at once and expires it (removal and `expired` event, as
+     * usual). So each store tracks the live entries it has heard of (from
+     * the events, and one listing at start) with the earliest time each may
+     * expire, and then looks at it with `getEntryView` (which does not touch
+     * it): gone means expired by the member just now; still there gives the
+     * member's own expiration time, the next time to look. Every instance
+     * does this for every entry: one call per entry and instance per expiry
+     * (and per max idle renewal by reads). Entries created while this client
+     * was disconnected are left to the member's task.
      */
     const expiryChecks = new Map<string, number>();
     const watchExpiry = (record: MemoryRecord, at: number) => {
@@ -587,18 +661,38 @@ const make = (options: HazelcastMemoryStoreOptions) =>
           Schedule.union(Schedule.spaced(Duration.seconds(5))),
         ),
       ),
+      // Lookups by execution (listings, clean-ups, merges) from an index rather than a scan.
+      Effect.zipRight(
+        Effect.all(
+          [
+            onMeta("addIndex", (m) => m.addIndex(EXECUTION_INDEX)),
+            onBranches("addIndex", (m) => m.addIndex(EXECUTION_INDEX)),
+          ],
+          { discard: true },
+        ).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning("memory store (hazelcast): adding indexes failed", cause),
+          ),
+        ),
+      ),
       // Entries from before: their expiry is watched too (listed once; a failure leaves them to the member).
       Effect.zipRight(
-        onMeta("valuesWithPredicate", (m) =>
-          m.valuesWithPredicate(Predicates.alwaysTrue()).then((list) => list.toArray()),
+        onMeta(
+          "valuesWithPredicate",
+          (m) => m.valuesWithPredicate(Predicates.alwaysTrue()).then((list) => list.toArray()),
+          LISTING_TIMEOUT,
         ).pipe(
-          Effect.timeout(LISTING_TIMEOUT),
           Effect.flatMap((values) =>
             Effect.sync(() => {
+              // How long they have been idle is unknown: look at each one soon.
               const at = clock.unsafeCurrentTimeMillis();
               for (const v of values) {
-                const stored = parse<StoredMeta>(v);
-                if (!expiryChecks.has(stored.address)) watchExpiry(stored, at);
+                try {
+                  const { address } = parse<StoredMeta>(v);
+                  if (!expiryChecks.has(address)) expiryChecks.set(address, at);
+                } catch {
+                  // not ours
+                }
               }
             }),
           ),
@@ -739,7 +833,9 @@ const make = (options: HazelcastMemoryStoreOptions) =>
             withKeyLock(
               address,
               Effect.gen(function* () {
-                const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
+                // Not touching: a lost compare-and-set is no access (a won one writes anyway).
+                const view = yield* onMeta("getEntryView", (m) => m.getEntryView(address));
+                const stored = liveMeta(view?.value ?? null, yield* now);
                 if (stored === undefined || stored.revision !== expectedRevision) return false;
                 const at = yield* now;
                 // The TTL still counts from allocation: only what remains of it.
