@@ -1,0 +1,271 @@
+/**
+ * The connection to the cluster: the options and the client's
+ * configuration, and every call to a map of the store.
+ *
+ * Availability: the client starts asynchronously and reconnects by itself,
+ * so the layer builds while the cluster is down (only malformed options fail
+ * it). Every call is bounded: 3 s per round trip (`OP_TIMEOUT`; an update
+ * may wait 2 s more for another instance's key lock, and waiting for earlier
+ * calls on the same address is bounded by 3 s too), `ping` 1.5 s. Until it
+ * first connects the client refuses calls at once (ClientOfflineError) and
+ * after a disconnect it retries them; either way a call goes through if the
+ * cluster is back within the bound and fails with StoreUnavailable
+ * otherwise. Client errors meaning "offline / disconnected / not active /
+ * timed out" become StoreUnavailable; anything else is a defect. A call that
+ * timed out may still take effect on the member later.
+ */
+import { randomUUID } from "node:crypto";
+import { Data, Duration, Effect, Schedule, type Scope } from "effect";
+import {
+  AuthenticationError,
+  Client,
+  type ClientConfig,
+  ClientNotActiveError,
+  ClientNotAllowedInClusterError,
+  ClientOfflineError,
+  HazelcastInstanceNotActiveError,
+  type HazelcastJsonValue,
+  type IMap,
+  IndeterminateOperationStateError,
+  IOError,
+  JsonStringDeserializationPolicy,
+  NoDataMemberInClusterError,
+  OperationTimeoutError,
+  ReconnectMode,
+  RetryableHazelcastError,
+  SplitBrainProtectionError,
+  TargetDisconnectedError,
+} from "hazelcast-client";
+import { StoreUnavailable } from "../store.js";
+
+export interface HazelcastMemoryStoreOptions {
+  /** `host:port` of cluster members (any reachable one is enough). */
+  readonly members: ReadonlyArray<string>;
+  readonly clusterName: string;
+  /** Prefix of the four map names (default `fo.memory.`); lets several stores share a cluster. */
+  readonly mapPrefix?: string;
+}
+
+/** The options cannot work at all (e.g. a malformed member address): a start-up failure. */
+export class HazelcastMemoryStoreConfigError extends Data.TaggedError(
+  "HazelcastMemoryStoreConfigError",
+)<{
+  readonly message: string;
+  readonly cause: unknown;
+}> {}
+
+const DEFAULT_MAP_PREFIX = "fo.memory.";
+
+/** Bound of every single call to the cluster. */
+export const OP_TIMEOUT = Duration.seconds(3);
+const PING_TIMEOUT = Duration.millis(1_500);
+const CLOSE_TIMEOUT = Duration.seconds(5);
+/** Parallel calls for per-key work (entry views, removals). */
+export const PARALLEL = 16;
+/** Attempts of the optimistic loops (reads racing updates, lock takeovers) before giving up. */
+export const MAX_ATTEMPTS = 5;
+
+// ---------------------------------------------------------------------------
+// Client errors
+
+const isUnavailable = (e: unknown): boolean =>
+  e instanceof ClientOfflineError ||
+  e instanceof ClientNotActiveError ||
+  e instanceof HazelcastInstanceNotActiveError ||
+  e instanceof TargetDisconnectedError ||
+  e instanceof IOError ||
+  // Member left, partition migrating, target not a member, retryable I/O…
+  e instanceof RetryableHazelcastError ||
+  e instanceof OperationTimeoutError ||
+  e instanceof IndeterminateOperationStateError ||
+  e instanceof NoDataMemberInClusterError ||
+  e instanceof SplitBrainProtectionError ||
+  // Credentials and cluster admission are deployment state, not a bug of the caller.
+  e instanceof AuthenticationError ||
+  e instanceof ClientNotAllowedInClusterError;
+
+export const timedOut = (what: string, after: Duration.Duration) => () =>
+  new StoreUnavailable({
+    cause: new Error(`Hazelcast ${what} did not answer within ${Duration.format(after)}`),
+  });
+
+/** Pause between attempts of a call the client refused for want of a connection. */
+const OFFLINE_RETRY = Schedule.spaced(Duration.millis(100));
+
+/**
+ * One call to the cluster, bounded in time; everything building the request
+ * belongs in `op`. Until its first connection the client refuses calls
+ * before sending anything (ClientOfflineError): those are repeated until the
+ * bound, so a call made just after start-up goes through, and one made while
+ * the cluster is away fails after the bound (as calls after a disconnect do,
+ * which the client itself retries).
+ */
+const call = <A>(
+  what: string,
+  op: () => Promise<A>,
+  timeout: Duration.Duration = OP_TIMEOUT,
+): Effect.Effect<A, StoreUnavailable> => {
+  let lastError: unknown;
+  return Effect.tryPromise({ try: op, catch: (e) => e }).pipe(
+    Effect.tapError((e) =>
+      Effect.sync(() => {
+        lastError = e;
+      }),
+    ),
+    Effect.retry({ schedule: OFFLINE_RETRY, while: (e) => e instanceof ClientOfflineError }),
+    Effect.catchAll((e) =>
+      isUnavailable(e) ? Effect.fail(new StoreUnavailable({ cause: e })) : Effect.die(e),
+    ),
+    Effect.timeoutFail({
+      duration: timeout,
+      onTimeout: () =>
+        lastError instanceof ClientOfflineError
+          ? new StoreUnavailable({ cause: lastError })
+          : timedOut(what, timeout)(),
+    }),
+  );
+};
+
+/** Best effort: a failure only leaves garbage that expires by itself. */
+export const bestEffort = <A>(what: string, effect: Effect.Effect<A, StoreUnavailable>) =>
+  effect.pipe(
+    Effect.asVoid,
+    Effect.catchAllCause((cause) =>
+      Effect.logDebug(`memory store (hazelcast): ${what} failed`, cause),
+    ),
+  );
+
+// ---------------------------------------------------------------------------
+// Configuration
+
+const CLIENT_PROPERTIES = {
+  // The client's own logger writes to the console; reconnect attempts are warnings.
+  "hazelcast.logging.level": "ERROR",
+  // Bounds an invocation left behind by a call that timed out here.
+  "hazelcast.client.invocation.timeout.millis": 10_000,
+  "hazelcast.client.heartbeat.interval": 5_000,
+  "hazelcast.client.heartbeat.timeout": 15_000,
+  "hazelcast.client.statistics.enabled": false,
+};
+
+const clientConfig = (options: HazelcastMemoryStoreOptions): ClientConfig => ({
+  clusterName: options.clusterName,
+  instanceName: `floworchestrator-mesh-memory-${randomUUID().slice(0, 8)}`,
+  network: { clusterMembers: [...options.members], connectionTimeout: 3_000 },
+  connectionStrategy: {
+    // Build without the cluster (calls are refused until it is there, see `call`).
+    asyncStart: true,
+    reconnectMode: ReconnectMode.ON,
+    connectionRetry: {
+      initialBackoffMillis: 250,
+      maxBackoffMillis: 5_000,
+      multiplier: 2,
+      jitter: 0.2,
+      // Keep trying for ever: the mesh outlives outages of the cluster.
+      clusterConnectTimeoutMillis: -1,
+    },
+  },
+  serialization: {
+    // Values come back as the exact stored JSON text: compare-and-set passes it back unchanged.
+    jsonStringDeserializationPolicy: JsonStringDeserializationPolicy.NO_DESERIALIZATION,
+  },
+  // Client metrics only feed Management Center.
+  metrics: { enabled: false },
+  properties: CLIENT_PROPERTIES,
+});
+
+/** `host`, `host:port`, `[v6]` or `[v6]:port`, as the client takes them. */
+const MEMBER_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+)(?::(\d{1,5}))?$/;
+
+/** What the client would only find out by failing to connect for ever. */
+const checkOptions = (options: HazelcastMemoryStoreOptions) => {
+  const bad = options.members.filter((m) => {
+    const match = MEMBER_ADDRESS.exec(m);
+    const port = match?.[1] === undefined ? 5701 : Number(match[1]);
+    return match === null || port < 1 || port > 65_535;
+  });
+  if (options.members.length === 0 || bad.length > 0 || options.clusterName === "") {
+    return Effect.fail(
+      new HazelcastMemoryStoreConfigError({
+        message:
+          options.members.length === 0
+            ? "no Hazelcast members given"
+            : bad.length > 0
+              ? `invalid Hazelcast member address(es): ${bad.map((m) => JSON.stringify(m)).join(", ")}`
+              : "the Hazelcast cluster name is empty",
+        cause: undefined,
+      }),
+    );
+  }
+  return Effect.void;
+};
+
+// ---------------------------------------------------------------------------
+// The maps
+
+/** One bounded call (see `call`) on a map of the store; `op` builds and sends the request. */
+export type OnMap<V> = <A>(
+  what: string,
+  op: (map: IMap<string, V>) => Promise<A>,
+  timeout?: Duration.Duration,
+) => Effect.Effect<A, StoreUnavailable>;
+
+/** The store's four maps on a connected (or connecting) client. */
+export interface Cluster {
+  /** address → the record (JSON) and the key of its bytes. */
+  readonly onMeta: OnMap<HazelcastJsonValue>;
+  /** key of a version's bytes → the bytes. */
+  readonly onData: OnMap<Buffer>;
+  readonly onBranches: OnMap<HazelcastJsonValue>;
+  readonly onLocks: OnMap<HazelcastJsonValue>;
+  readonly ping: Effect.Effect<void, StoreUnavailable>;
+}
+
+/** The client of one store, shut down with the scope. */
+export const connect = (
+  options: HazelcastMemoryStoreOptions,
+): Effect.Effect<Cluster, HazelcastMemoryStoreConfigError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const prefix = options.mapPrefix ?? DEFAULT_MAP_PREFIX;
+
+    yield* checkOptions(options);
+    // asyncStart: resolves without I/O; only a configuration the client rejects fails here.
+    const client = yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: () => Client.newHazelcastClient(clientConfig(options)),
+        catch: (e) =>
+          new HazelcastMemoryStoreConfigError({
+            message: `invalid Hazelcast client configuration: ${(e as Error).message}`,
+            cause: e,
+          }),
+      }),
+      (c) =>
+        Effect.tryPromise(() => c.shutdown()).pipe(
+          Effect.timeout(CLOSE_TIMEOUT),
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning("closing the Hazelcast client failed", cause),
+          ),
+        ),
+    );
+
+    // The client caches proxies (and forgets one whose creation failed, e.g. while offline).
+    const map = <V>(name: string) => client.getMap<string, V>(`${prefix}${name}`);
+    const on =
+      <V>(name: string): OnMap<V> =>
+      (what, op, timeout) =>
+        call(`${name} ${what}`, async () => op(await map<V>(name)), timeout);
+
+    return {
+      onMeta: on<HazelcastJsonValue>("meta"),
+      onData: on<Buffer>("data"),
+      onBranches: on<HazelcastJsonValue>("branches"),
+      onLocks: on<HazelcastJsonValue>("locks"),
+      ping: Effect.suspend(() =>
+        client.getLifecycleService().isRunning()
+          ? call("ping", async () => (await map("locks")).containsKey("\u0000ping"), PING_TIMEOUT)
+          : Effect.fail(
+              new StoreUnavailable({ cause: new Error("the Hazelcast client is shut down") }),
+            ),
+      ).pipe(Effect.asVoid),
+    };
+  });

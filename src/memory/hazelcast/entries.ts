@@ -1,0 +1,272 @@
+/**
+ * The entries. `meta` maps an address to the record as a
+ * `HazelcastJsonValue` (so member-side predicates filter on its fields),
+ * plus `_data`, the key of its bytes in `data`. Each version of the bytes
+ * gets a fresh key (`address#uuid`) and the record is switched to it in one
+ * write, so a reader never sees a record with another version's bytes; the
+ * old bytes are deleted after the switch (a reader that loses that race
+ * reads the record again). The bytes expire a second after their record,
+ * so a live record has them.
+ *
+ * Expiry is Hazelcast's own: every write of a record passes the remaining
+ * TTL and the max idle to the member, and every touching read is a member
+ * read (which restarts max idle). What Hazelcast 5.6 does, measured against
+ * the member (see the tests; for events and the member's own expiry task,
+ * see events.ts and expiry.ts):
+ * - TTL and max idle are kept in whole seconds (a value is truncated: 1.5 s
+ *   is 1 s, under 1 s expires at once) and expiration times are rounded down
+ *   to the second, so an entry would go up to a second early. We pass
+ *   `ceil(ms / 1000) * 1000 + 1000`: entries expire never early and at most
+ *   ~1-2 s late. On top, the record's own `expireTime` is checked on every
+ *   read (on this instance's clock), so the TTL is exact for callers; only
+ *   the physical removal (and its `expired` event) lags. Max idle has the
+ *   member's granularity: gone between `maxIdleMs` and ~2 s later.
+ * - The TTL counts from the last *write*, and `put`/`set`/`replace`/
+ *   `replaceIfSame` without TTL arguments reset TTL and max idle to the map
+ *   defaults (forever). So `update` writes with `set(key, value, remaining
+ *   TTL, max idle)`, which cannot be conditional: it runs under the key's
+ *   map lock (see key-lock.ts). `setTtl` keeps max idle as it is and fires
+ *   no event.
+ * - `get`, `getAll` and `containsKey` restart max idle; `getEntryView` and
+ *   predicate queries do not. Per-entry statistics are off on a default
+ *   member, so the entry view has no last access time: `get` without touch
+ *   derives it from the expiration time (`expirationTime - maxIdle`, to the
+ *   second; a lower bound when the TTL is the nearer limit). `query` does so
+ *   for up to `QUERY_ACCESS_TIMES_LIMIT` results (one call each) and gives
+ *   the record's `lastWriteTime` (a lower bound) beyond that.
+ *
+ * `create` is `putIfAbsent` (an entry past its TTL that the member still
+ * holds is evicted under the key lock first, with an `expired` event);
+ * `update` is the key-locked compare-and-set; `remove` is `remove`.
+ */
+import { randomUUID } from "node:crypto";
+import { Effect, Option } from "effect";
+import type { HazelcastJsonValue } from "hazelcast-client";
+import type { MemoryFilter, MemoryRecord, MemoryStoreShape, StoredEntry } from "../store.js";
+import { bestEffort, type Cluster, MAX_ATTEMPTS, PARALLEL } from "./client.js";
+import { predicateOf } from "./filter.js";
+import { makeKeyLocks } from "./key-lock.js";
+import {
+  asLong,
+  json,
+  memberMaxIdle,
+  memberMillis,
+  NO_LIMIT,
+  now,
+  parse,
+  recordOf,
+  type StoredMeta,
+} from "./stored.js";
+
+/** The bytes outlive their record by this much (TTL and max idle), so a live record never lacks them. */
+const DATA_GRACE_MS = 1_000;
+/** Up to this many query results get their last access time from the member (one call each). */
+const QUERY_ACCESS_TIMES_LIMIT = 256;
+
+const newDataKey = (address: string): string => `${address}#${randomUUID()}`;
+
+/** The record behind a stored value, unless its TTL has run out (the member removes it a little later). */
+const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {
+  if (raw === null) return undefined;
+  const stored = parse<StoredMeta>(raw);
+  return at < stored.expireTime ? stored : undefined;
+};
+
+export const makeEntryStore = (
+  cluster: Cluster,
+): Pick<MemoryStoreShape, "create" | "get" | "read" | "update" | "remove" | "query"> => {
+  const { onMeta, onData } = cluster;
+  const { serialized, withKeyLock } = makeKeyLocks(cluster);
+
+  const getUntouched = (address: string) =>
+    Effect.gen(function* () {
+      const view = yield* onMeta("getEntryView", (m) => m.getEntryView(address));
+      const at = yield* now;
+      const stored = liveMeta(view?.value ?? null, at);
+      if (view === null || stored === undefined) return Option.none<StoredEntry>();
+      // No per-entry statistics on a default member: derived from the expiration (see the module comment).
+      const maxIdle = asLong(view.maxIdle);
+      const fromIdle =
+        maxIdle > 0 && maxIdle < NO_LIMIT ? asLong(view.expirationTime) - maxIdle : 0;
+      const lastAccessTime = Math.max(
+        asLong(view.lastAccessTime) < NO_LIMIT ? asLong(view.lastAccessTime) : 0,
+        asLong(view.lastUpdateTime) < NO_LIMIT ? asLong(view.lastUpdateTime) : 0,
+        fromIdle,
+        stored.lastWriteTime,
+      );
+      return Option.some<StoredEntry>({
+        record: recordOf(stored),
+        lastAccessTime: Math.min(lastAccessTime, at),
+      });
+    });
+
+  const getTouched = (address: string) =>
+    Effect.gen(function* () {
+      const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
+      if (stored === undefined) return Option.none<StoredEntry>();
+      // Keep the bytes' max idle in step with the record's.
+      yield* onData("containsKey", (m) => m.containsKey(stored._data));
+      return Option.some<StoredEntry>({ record: recordOf(stored), lastAccessTime: yield* now });
+    });
+
+  const read = (address: string) =>
+    Effect.gen(function* () {
+      let previousKey: string | undefined;
+      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+        const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
+        if (stored === undefined) return Option.none();
+        const bytes = yield* onData("get", (m) => m.get(stored._data));
+        if (bytes !== null) {
+          return Option.some({
+            entry: { record: recordOf(stored), lastAccessTime: yield* now },
+            data: new Uint8Array(bytes),
+          });
+        }
+        // Replaced by an update since the record was read: read the new one. The
+        // same key twice: the bytes are gone with an entry at the end of its life.
+        if (stored._data === previousKey) return Option.none();
+        previousKey = stored._data;
+      }
+      return Option.none();
+    });
+
+  /** Writes the bytes of a record version under a fresh key; expiring a little after the record. */
+  const putData = (record: MemoryRecord, data: Uint8Array, at: number) => {
+    const key = newDataKey(record.address);
+    return onData("set", (m) =>
+      m.set(
+        key,
+        Buffer.from(data),
+        memberMillis(record.expireTime - at + DATA_GRACE_MS),
+        memberMaxIdle(record.maxIdleMs > 0 ? record.maxIdleMs + DATA_GRACE_MS : 0),
+      ),
+    ).pipe(Effect.as(key));
+  };
+
+  const create = (record: MemoryRecord) =>
+    serialized(record.address)(
+      Effect.gen(function* () {
+        const address = record.address;
+        const at = yield* now;
+        // The bytes first, under a key nobody else knows: the record is complete once visible.
+        const dataKey = yield* putData(record, new Uint8Array(0), at);
+        const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
+        const ttl = memberMillis(record.expireTime - at);
+        const maxIdle = memberMaxIdle(record.maxIdleMs);
+        const putIfAbsent = onMeta("putIfAbsent", (m) =>
+          m.putIfAbsent(address, value, ttl, maxIdle),
+        );
+        let existing = yield* putIfAbsent;
+        if (existing !== null && liveMeta(existing, at) === undefined) {
+          // Past its TTL but not yet removed by the member: expire it now (an `expired`
+          // event, like the member's own), then take the address.
+          existing = yield* withKeyLock(
+            address,
+            Effect.gen(function* () {
+              const current = yield* onMeta("get", (m) => m.get(address));
+              if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
+              if (current !== null) {
+                yield* onMeta("evict", (m) => m.evict(address));
+                yield* bestEffort(
+                  "deleting the bytes of an expired entry",
+                  onData("delete", (m) => m.delete(parse<StoredMeta>(current)._data)),
+                );
+              }
+              return yield* putIfAbsent;
+            }),
+          );
+        }
+        if (existing === null) return true;
+        yield* bestEffort(
+          "deleting unused bytes",
+          onData("delete", (m) => m.delete(dataKey)),
+        );
+        return false;
+      }),
+    );
+
+  const update = (
+    address: string,
+    expectedRevision: number,
+    record: MemoryRecord,
+    data?: Uint8Array,
+  ) =>
+    record.address !== address
+      ? Effect.dieMessage(`update of ${address} must not change its address`)
+      : serialized(address)(
+          withKeyLock(
+            address,
+            Effect.gen(function* () {
+              // Not touching: a lost compare-and-set is no access (a won one writes anyway).
+              const view = yield* onMeta("getEntryView", (m) => m.getEntryView(address));
+              const stored = liveMeta(view?.value ?? null, yield* now);
+              if (stored === undefined || stored.revision !== expectedRevision) return false;
+              const at = yield* now;
+              // The TTL still counts from allocation: only what remains of it.
+              const ttl = memberMillis(record.expireTime - at);
+              const maxIdle = memberMaxIdle(record.maxIdleMs);
+              const dataKey = data === undefined ? stored._data : yield* putData(record, data, at);
+              if (data === undefined) {
+                // The bytes stay; restart their max idle with the record's.
+                yield* onData("containsKey", (m) => m.containsKey(stored._data));
+              }
+              const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
+              yield* onMeta("set", (m) => m.set(address, value, ttl, maxIdle));
+              if (dataKey !== stored._data) {
+                yield* bestEffort(
+                  "deleting replaced bytes",
+                  onData("delete", (m) => m.delete(stored._data)),
+                );
+              }
+              return true;
+            }),
+          ),
+        );
+
+  const remove = (address: string) =>
+    serialized(address)(
+      Effect.gen(function* () {
+        const old = yield* onMeta("remove", (m) => m.remove(address));
+        if (old === null || typeof old === "boolean") return false;
+        const stored = parse<StoredMeta>(old);
+        yield* bestEffort(
+          "deleting removed bytes",
+          onData("delete", (m) => m.delete(stored._data)),
+        );
+        // Past its TTL it was not there any more for callers.
+        return (yield* now) < stored.expireTime;
+      }),
+    );
+
+  const query = (filter: MemoryFilter) =>
+    Effect.gen(function* () {
+      const predicate = predicateOf(filter);
+      const values = yield* onMeta("valuesWithPredicate", (m) =>
+        m.valuesWithPredicate(predicate).then((list) => list.toArray()),
+      );
+      const at = yield* now;
+      const live = values.flatMap((v) => {
+        const stored = liveMeta(v, at);
+        return stored === undefined ? [] : [stored];
+      });
+      if (live.length > QUERY_ACCESS_TIMES_LIMIT) {
+        // Too many for one call each: the last write, a lower bound of the last access.
+        return live.map(
+          (s): StoredEntry => ({ record: recordOf(s), lastAccessTime: s.lastWriteTime }),
+        );
+      }
+      const found = yield* Effect.forEach(live, (s) => getUntouched(s.address), {
+        concurrency: PARALLEL,
+      });
+      return found.flatMap(Option.toArray);
+    });
+
+  return {
+    create,
+    get: (address, touch) => (touch ? getTouched(address) : getUntouched(address)),
+    read,
+    update,
+    remove,
+    query,
+  };
+};

@@ -1,0 +1,49 @@
+/**
+ * What the maps hold: JSON values (so member-side predicates filter on their
+ * fields), read back as the exact stored text; and durations in the form
+ * the member keeps them.
+ */
+import { Clock } from "effect";
+import { HazelcastJsonValue } from "hazelcast-client";
+import type { MemoryRecord } from "../store.js";
+
+/** This instance's clock: records' `expireTime` and locks' leases are checked against it. */
+export const now = Clock.currentTimeMillis;
+
+/** Hazelcast's "forever" comes back as Long.MAX_VALUE; anything beyond this is "no limit". */
+export const NO_LIMIT = Number.MAX_SAFE_INTEGER;
+
+/**
+ * A duration for the member, which keeps whole seconds (truncating) and
+ * rounds expiration times down to the second: rounded up to the second plus
+ * one, so the entry lives at least `ms` and at most ~2 s more.
+ */
+export const memberMillis = (ms: number): number =>
+  Math.ceil(Math.max(ms, 0) / 1_000) * 1_000 + 1_000;
+
+/** Max idle for the member; 0 (Hazelcast: none) when the record has none. */
+export const memberMaxIdle = (maxIdleMs: number): number =>
+  maxIdleMs > 0 ? memberMillis(maxIdleMs) : 0;
+
+/** A time or limit from the member (an entry view's); anything but a finite number is "no limit". */
+export const asLong = (value: unknown): number => {
+  const n = Number(value);
+  return Number.isFinite(n) ? n : NO_LIMIT;
+};
+
+/** A record as stored in `meta`: the record's fields and the key of its bytes. */
+export type StoredMeta = MemoryRecord & { readonly _data: string };
+
+export const recordOf = (meta: StoredMeta): MemoryRecord => {
+  const { _data, ...record } = meta;
+  return record;
+};
+
+export const json = (value: unknown): HazelcastJsonValue =>
+  new HazelcastJsonValue(JSON.stringify(value));
+
+/** A value read back: the client is configured to hand JSON over unparsed. */
+export const parse = <A>(value: unknown): A => {
+  if (value instanceof HazelcastJsonValue) return JSON.parse(value.toString()) as A;
+  throw new TypeError(`expected a JSON value in the map, got ${typeof value}`);
+};
