@@ -3,7 +3,14 @@
  * yield FlowOrchestrator's CONFIGURATION_ERROR codes. Pure functions.
  */
 import { ParameterDataType } from "../../gen/floworchestrator/datastore/v1/parameter_pb.js";
+import type { Violations } from "../common/validate.js";
 import type { Json } from "./store.js";
+
+const KEY = /^[A-Za-z0-9._-]{1,256}$/;
+
+/** A parameter key: 1-256 letters, digits, `.`, `_` or `-`. */
+export const keyCheck = (field: string, key: string): Violations =>
+  KEY.test(key) ? [] : [{ field, description: "must be 1-256 letters, digits, '.', '_' or '-'" }];
 
 export type DataTypeName = "STRING" | "INTEGER" | "NUMBER" | "BOOLEAN" | "OBJECT" | "LIST";
 

@@ -13,6 +13,7 @@ import { DataStore } from "./DataStore.js";
 import { EmbeddedStore } from "./embedded.js";
 import { makeEntities } from "./entities.js";
 import { MongoStore } from "./mongodb.js";
+import { makeParameterDefinitions } from "./parameter-definitions.js";
 import { makeParameters } from "./parameters.js";
 import { makeRegistry } from "./registry.js";
 import { DocStore } from "./store.js";
@@ -40,6 +41,7 @@ const DataStoreImpl = Layer.effect(
         maxDocumentBytes: config.datastore.maxDocumentBytes,
       }),
       ...makeVersions(store.collection("versions")),
+      ...makeParameterDefinitions(store.collection("parameter_definitions")),
       ...parameters,
       ...registry,
       watchParameters: (req) =>
