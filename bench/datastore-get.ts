@@ -7,7 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { MongoClient } from "mongodb";
 import { DataStoreService } from "../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { up } from "../test/infra/index.js";
@@ -20,7 +20,10 @@ const infra = await up({ log: (l) => console.error(l) });
 const database = `bench_${randomUUID().slice(0, 8)}`;
 const mesh = await spawnMesh({ FO_MONGODB_URI: infra.mongodbUri, FO_MONGODB_DATABASE: database });
 try {
-  const client = createClient(DataStoreService, createGrpcTransport({ baseUrl: mesh.url }));
+  const client = createClient(
+    DataStoreService,
+    createConnectTransport({ baseUrl: mesh.url, httpVersion: "2" }),
+  );
   await client.createEntity({
     kind: "bench",
     id: "doc-1",
@@ -42,7 +45,7 @@ try {
   report("datastore-get", "GetEntity (1 KiB) via mesh vs direct findOne on FerretDB", [
     {
       name: "GetEntity",
-      meshLabel: "mesh GetEntity (gRPC)",
+      meshLabel: "mesh GetEntity (Connect, HTTP/2)",
       directLabel: "direct findOne",
       mesh: mesh1,
       direct: direct1,

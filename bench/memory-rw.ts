@@ -7,7 +7,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { Client } from "hazelcast-client";
 import { MemoryManagerService } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { up } from "../test/infra/index.js";
@@ -29,7 +29,10 @@ const hz = await Client.newHazelcastClient({
 });
 try {
   const exec = `BENCH-${randomUUID().slice(0, 8)}`;
-  const memory = createClient(MemoryManagerService, createGrpcTransport({ baseUrl: mesh.url }));
+  const memory = createClient(
+    MemoryManagerService,
+    createConnectTransport({ baseUrl: mesh.url, httpVersion: "2" }),
+  );
   const data = new Uint8Array(1024).fill(120);
   const address = (i: number) => ({
     kind: { case: "text" as const, value: `${exec}:FLOW:PROCESS:main:${i}:Data` },
@@ -58,14 +61,14 @@ try {
   report("memory-rw", "MemoryManager Read/Write (1 KiB) via mesh vs direct hazelcast-client", [
     {
       name: "Read",
-      meshLabel: "mesh Read (gRPC)",
+      meshLabel: "mesh Read (Connect, HTTP/2)",
       directLabel: "direct IMap.get",
       mesh: readMesh,
       direct: readDirect,
     },
     {
       name: "Write",
-      meshLabel: "mesh Write (gRPC)",
+      meshLabel: "mesh Write (Connect, HTTP/2)",
       directLabel: "direct IMap.set",
       mesh: writeMesh,
       direct: writeDirect,
