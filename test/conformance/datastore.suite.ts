@@ -22,7 +22,7 @@ import {
   ValueSchema,
 } from "@bufbuild/protobuf/wkt";
 import { describe, expect, layer, type Vitest } from "@effect/vitest";
-import { Deferred, Effect, Either, type Layer, Option, Queue, Stream } from "effect";
+import { Effect, Either, type Layer, Option, Stream } from "effect";
 import {
   DataStoreService,
   WatchParametersResponse_Type as ParamEvent,
@@ -42,7 +42,7 @@ import type { MeshError } from "../../src/common/errors.js";
 import { DataStore } from "../../src/datastore/DataStore.js";
 import type { DocStore } from "../../src/datastore/store.js";
 import { dataStoreLayer } from "../support/datastore.js";
-import { failure, invalid, portCaller } from "../support/port.js";
+import { failure, invalid, portCaller, watching } from "../support/port.js";
 
 // --- Calling the port ------------------------------------------------------------
 
@@ -91,37 +91,6 @@ const allPages = <A, E, R>(
       token = next;
     }
     return yield* Effect.die(new Error("more than 100 pages: the token never ends"));
-  });
-
-/** How long a watch may take to show a change before the test fails. */
-const WATCH_WAIT = "10 seconds";
-
-/**
- * Runs a watch stream in the background (ended with the test) and returns
- * `next`: the next event other than a keep-alive, or a failure after WATCH_WAIT.
- */
-const watching = <A extends { readonly type: number }>(
-  stream: Stream.Stream<A, MeshError, DataStore>,
-  heartbeat: number,
-) =>
-  Effect.gen(function* () {
-    const events = yield* Queue.unbounded<A>();
-    const ended = yield* Deferred.make<never, Error>();
-    yield* stream.pipe(
-      Stream.filter((e) => e.type !== heartbeat),
-      Stream.runForEach((e) => Queue.offer(events, e)),
-      Effect.matchCauseEffect({
-        onFailure: (cause) => Deferred.fail(ended, new Error(`watch failed: ${cause}`)),
-        onSuccess: () => Deferred.fail(ended, new Error("watch ended")),
-      }),
-      Effect.fork,
-    );
-    return Effect.raceFirst(Queue.take(events), Deferred.await(ended)).pipe(
-      Effect.timeoutFail({
-        duration: WATCH_WAIT,
-        onTimeout: () => new Error(`no watch event within ${WATCH_WAIT}`),
-      }),
-    );
   });
 
 type It = Vitest.MethodsNonLive<DataStore, true>;
@@ -1784,29 +1753,30 @@ const watchTests = (it: It) =>
           yield* register(before, serviceType);
           yield* register(unique("svc-"), unique("t")); // another type: filtered out
           const next = yield* watching(serviceEvents({ serviceType }), ServiceEvent.HEARTBEAT).pipe(
-            Effect.map((take) =>
-              Effect.map(take, (e) => [e?.type, e?.service?.serviceId, e?.service?.status]),
+            Effect.map(
+              (take) => () =>
+                Effect.map(take(), (e) => [e?.type, e?.service?.serviceId, e?.service?.status]),
             ),
           );
-          expect(yield* next).toEqual([ServiceEvent.SNAPSHOT, before, Status.UNINITIALIZED]);
-          expect(yield* next).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
+          expect(yield* next()).toEqual([ServiceEvent.SNAPSHOT, before, Status.UNINITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
           yield* register(after, serviceType);
-          expect(yield* next).toEqual([ServiceEvent.REGISTERED, after, Status.UNINITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.REGISTERED, after, Status.UNINITIALIZED]);
           yield* call("updateServiceStatus", {
             serviceId: after,
             version: "1.0.0",
             status: Status.INITIALIZED,
           });
-          expect(yield* next).toEqual([ServiceEvent.STATUS_CHANGED, after, Status.INITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.STATUS_CHANGED, after, Status.INITIALIZED]);
           yield* call("registerService", {
             service: { serviceId: after, version: "1.0.0", serviceType, endpoints: ["h:1"] },
           });
-          expect(yield* next).toEqual([ServiceEvent.UPDATED, after, Status.INITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.UPDATED, after, Status.INITIALIZED]);
           yield* call("deregisterService", { serviceId: before, version: "1.0.0" });
-          expect(yield* next).toEqual([ServiceEvent.DEREGISTERED, before, Status.UNINITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.DEREGISTERED, before, Status.UNINITIALIZED]);
           // The same (id, version) registered again is a new registration.
           yield* register(before, serviceType);
-          expect(yield* next).toEqual([ServiceEvent.REGISTERED, before, Status.UNINITIALIZED]);
+          expect(yield* next()).toEqual([ServiceEvent.REGISTERED, before, Status.UNINITIALIZED]);
         }),
       30_000,
     );
@@ -1818,18 +1788,19 @@ const watchTests = (it: It) =>
           const serviceType = unique("t");
           const serviceId = unique("svc-");
           const next = yield* watching(serviceEvents({ serviceType }), ServiceEvent.HEARTBEAT).pipe(
-            Effect.map((take) =>
-              Effect.map(take, (e) => [e?.type, e?.service?.serviceId, e?.service?.health]),
+            Effect.map(
+              (take) => () =>
+                Effect.map(take(), (e) => [e?.type, e?.service?.serviceId, e?.service?.health]),
             ),
           );
-          expect(yield* next).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
+          expect(yield* next()).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
           yield* register(serviceId, serviceType, 1);
-          expect(yield* next).toEqual([ServiceEvent.REGISTERED, serviceId, Health.HEALTHY]);
-          expect(yield* next).toEqual([ServiceEvent.EXPIRED, serviceId, Health.EXPIRED]);
+          expect(yield* next()).toEqual([ServiceEvent.REGISTERED, serviceId, Health.HEALTHY]);
+          expect(yield* next()).toEqual([ServiceEvent.EXPIRED, serviceId, Health.EXPIRED]);
           yield* call("heartbeat", { serviceId, version: "1.0.0" });
-          expect(yield* next).toEqual([ServiceEvent.RENEWED, serviceId, Health.HEALTHY]);
+          expect(yield* next()).toEqual([ServiceEvent.RENEWED, serviceId, Health.HEALTHY]);
           // Expires again when not renewed again.
-          expect(yield* next).toEqual([ServiceEvent.EXPIRED, serviceId, Health.EXPIRED]);
+          expect(yield* next()).toEqual([ServiceEvent.EXPIRED, serviceId, Health.EXPIRED]);
         }),
       30_000,
     );
@@ -1843,11 +1814,13 @@ const watchTests = (it: It) =>
           const next = yield* watching(
             serviceEvents({ serviceId: mine }),
             ServiceEvent.HEARTBEAT,
-          ).pipe(Effect.map((take) => Effect.map(take, (e) => [e?.type, e?.service?.serviceId])));
-          expect(yield* next).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined]);
+          ).pipe(
+            Effect.map((take) => () => Effect.map(take(), (e) => [e?.type, e?.service?.serviceId])),
+          );
+          expect(yield* next()).toEqual([ServiceEvent.SNAPSHOT_COMPLETE, undefined]);
           yield* register(unique("svc-"), serviceType);
           yield* register(mine, serviceType);
-          expect(yield* next).toEqual([ServiceEvent.REGISTERED, mine]);
+          expect(yield* next()).toEqual([ServiceEvent.REGISTERED, mine]);
         }),
       20_000,
     );
@@ -1881,32 +1854,33 @@ const watchTests = (it: It) =>
             open("watchParameters", { keyPrefix: prefix }),
             ParamEvent.HEARTBEAT,
           ).pipe(
-            Effect.map((take) =>
-              Effect.map(take, (e) => [
-                e.type,
-                e.parameter?.key,
-                jsonOf(e.parameter?.value),
-                e.parameter?.revision,
-              ]),
+            Effect.map(
+              (take) => () =>
+                Effect.map(take(), (e) => [
+                  e.type,
+                  e.parameter?.key,
+                  jsonOf(e.parameter?.value),
+                  e.parameter?.revision,
+                ]),
             ),
           );
-          expect(yield* next).toEqual([ParamEvent.SNAPSHOT, existing, 1, 1n]);
-          expect(yield* next).toEqual([
+          expect(yield* next()).toEqual([ParamEvent.SNAPSHOT, existing, 1, 1n]);
+          expect(yield* next()).toEqual([
             ParamEvent.SNAPSHOT_COMPLETE,
             undefined,
             undefined,
             undefined,
           ]);
           yield* set(added, "new", Scope.FLOW, "f1");
-          expect(yield* next).toEqual([ParamEvent.SET, added, "new", 1n]);
+          expect(yield* next()).toEqual([ParamEvent.SET, added, "new", 1n]);
           yield* set(existing, 2);
-          expect(yield* next).toEqual([ParamEvent.SET, existing, 2, 2n]);
+          expect(yield* next()).toEqual([ParamEvent.SET, existing, 2, 2n]);
           yield* set(unique("w"), "not watched");
           yield* call("deleteParameter", { key: existing, scope: Scope.SYSTEM });
-          const [type, key, value] = yield* next;
+          const [type, key, value] = yield* next();
           expect([type, key, value]).toEqual([ParamEvent.DELETED, existing, 2]);
           yield* set(existing, 3);
-          expect(yield* next).toEqual([ParamEvent.SET, existing, 3, 4n]);
+          expect(yield* next()).toEqual([ParamEvent.SET, existing, 3, 4n]);
         }),
       30_000,
     );
@@ -1921,18 +1895,19 @@ const watchTests = (it: It) =>
             open("watchParameters", { keys: [a], scope: Scope.FLOW, scopeId: "f1" }),
             ParamEvent.HEARTBEAT,
           ).pipe(
-            Effect.map((take) =>
-              Effect.map(take, (e) => [e.type, e.parameter?.key, e.parameter?.scopeId]),
+            Effect.map(
+              (take) => () =>
+                Effect.map(take(), (e) => [e.type, e.parameter?.key, e.parameter?.scopeId]),
             ),
           );
-          expect(yield* next).toEqual([ParamEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
+          expect(yield* next()).toEqual([ParamEvent.SNAPSHOT_COMPLETE, undefined, undefined]);
           const set = (key: string, scope: Scope, scopeId: string) =>
             call("setParameter", { key, scope, scopeId, value: val(true) });
           yield* set(b, Scope.FLOW, "f1");
           yield* set(a, Scope.FLOW, "f2");
           yield* set(a, Scope.SYSTEM, "");
           yield* set(a, Scope.FLOW, "f1");
-          expect(yield* next).toEqual([ParamEvent.SET, a, "f1"]);
+          expect(yield* next()).toEqual([ParamEvent.SET, a, "f1"]);
         }),
       20_000,
     );

@@ -19,7 +19,7 @@ import {
   timestampMs,
 } from "@bufbuild/protobuf/wkt";
 import { describe, expect, layer, type Vitest } from "@effect/vitest";
-import { Duration as D, Deferred, Effect, Either, Fiber, type Layer, Queue, Stream } from "effect";
+import { Duration as D, Effect, Either, Fiber, type Layer, Stream } from "effect";
 import { BranchStatus, MergeStrategy } from "../../gen/floworchestrator/memory/v1/branch_pb.js";
 import {
   MemoryManagerService,
@@ -31,7 +31,7 @@ import type { MeshError } from "../../src/common/errors.js";
 import { MemoryManager } from "../../src/memory/MemoryManager.js";
 import type { MemoryStore } from "../../src/memory/store.js";
 import { memoryManagerLayer } from "../support/memory.js";
-import { failure, invalid, portCaller } from "../support/port.js";
+import { failure, invalid, portCaller, watching } from "../support/port.js";
 
 // --- Calling the port ------------------------------------------------------------
 
@@ -157,38 +157,6 @@ const branchesInProgress = (exec: string, ...paths: ReadonlyArray<string>) =>
       ),
     ),
   );
-
-/** How long a watch may take to show a change before the test fails. */
-const WATCH_WAIT = "10 seconds";
-
-/**
- * Runs a watch stream in the background (ended with the test) and returns
- * `next`: the next event other than a heartbeat, or a failure after `wait`.
- */
-const watching = <A extends { readonly type: number }>(
-  stream: Stream.Stream<A, MeshError, MemoryManager>,
-  heartbeat: number,
-) =>
-  Effect.gen(function* () {
-    const events = yield* Queue.unbounded<A>();
-    const ended = yield* Deferred.make<never, Error>();
-    yield* stream.pipe(
-      Stream.filter((e) => e.type !== heartbeat),
-      Stream.runForEach((e) => Queue.offer(events, e)),
-      Effect.matchCauseEffect({
-        onFailure: (cause) => Deferred.fail(ended, new Error(`watch failed: ${cause}`)),
-        onSuccess: () => Deferred.fail(ended, new Error("watch ended")),
-      }),
-      Effect.fork,
-    );
-    return (wait: D.DurationInput = WATCH_WAIT) =>
-      Effect.raceFirst(Queue.take(events), Deferred.await(ended)).pipe(
-        Effect.timeoutFail({
-          duration: wait,
-          onTimeout: () => new Error(`no watch event within ${D.format(D.decode(wait))}`),
-        }),
-      );
-  });
 
 type It = Vitest.MethodsNonLive<MemoryManager, true>;
 

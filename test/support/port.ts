@@ -11,7 +11,7 @@ import {
 } from "@bufbuild/protobuf";
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { expect } from "@effect/vitest";
-import { type Context, Effect, Stream } from "effect";
+import { type Context, Deferred, Duration, Effect, Queue, Stream } from "effect";
 import type { MeshError } from "../../src/common/errors.js";
 
 type Methods<S extends { method: GenServiceMethods }> = S["method"];
@@ -92,3 +92,37 @@ export const invalid = <A, R>(
       for (const field of fields) expect(named).toContain(field);
     }),
   );
+
+/** How long a watch may take to show a change before the test fails. */
+export const WATCH_WAIT = "10 seconds";
+
+/**
+ * Runs a watch stream in the background (ended with the test's scope) and
+ * returns `next`: the next event other than a heartbeat, or a failure after
+ * `wait` (default WATCH_WAIT) or when the stream ends.
+ */
+export const watching = <A extends { readonly type: number }, R>(
+  stream: Stream.Stream<A, MeshError, R>,
+  heartbeat: number,
+) =>
+  Effect.gen(function* () {
+    const events = yield* Queue.unbounded<A>();
+    const ended = yield* Deferred.make<never, Error>();
+    yield* stream.pipe(
+      Stream.filter((e) => e.type !== heartbeat),
+      Stream.runForEach((e) => Queue.offer(events, e)),
+      Effect.matchCauseEffect({
+        onFailure: (cause) => Deferred.fail(ended, new Error(`watch failed: ${cause}`)),
+        onSuccess: () => Deferred.fail(ended, new Error("watch ended")),
+      }),
+      Effect.fork,
+    );
+    return (wait: Duration.DurationInput = WATCH_WAIT) =>
+      Effect.raceFirst(Queue.take(events), Deferred.await(ended)).pipe(
+        Effect.timeoutFail({
+          duration: wait,
+          onTimeout: () =>
+            new Error(`no watch event within ${Duration.format(Duration.decode(wait))}`),
+        }),
+      );
+  });
