@@ -7,12 +7,13 @@ import { Layer } from "effect";
 import { MeshConfig, type MeshConfigShape } from "./config.js";
 import { DataStoreLive } from "./datastore/service.js";
 import { MemoryManagerLive } from "./memory/service.js";
+import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
 
 export const appLayer = (config: MeshConfigShape) =>
   MeshServerLive.pipe(
-    Layer.provide(Layer.merge(DataStoreLive, MemoryManagerLive)),
+    Layer.provide(Layer.mergeAll(DataStoreLive, MemoryManagerLive, MessageBusLive)),
     Layer.provideMerge(HealthRegistry.Default),
     Layer.provide(Layer.succeed(MeshConfig, config)),
   );

@@ -50,6 +50,26 @@ export interface MeshConfigShape {
     /** Default and largest size limit of one address's data. */
     readonly maxDataBytes: number;
   };
+  /** MessageBus backend: Kafka when brokers are set, else the embedded log. */
+  readonly messaging: {
+    readonly kafkaBrokers: ReadonlyArray<string>;
+    /** Kafka client id, also the prefix of the mesh's own consumer groups. */
+    readonly kafkaClientId: string;
+    /** Prefix of every topic the bus creates. */
+    readonly topicPrefix: string;
+    /** Partitions of a topic the bus creates. */
+    readonly partitions: number;
+    /** Replication factor of a topic the bus creates; -1 takes the broker's default. */
+    readonly replicationFactor: number;
+    /** How long topics keep messages. */
+    readonly retention: Duration.Duration;
+    /** Longest a send waits for the broker before failing with UNAVAILABLE. */
+    readonly sendTimeout: Duration.Duration;
+    /** Largest message payload, in bytes. */
+    readonly maxPayloadBytes: number;
+    /** Open subscriptions one client (connection) may have at once. */
+    readonly maxSubscriptionsPerClient: number;
+  };
 }
 
 const port = Config.integer("FO_PORT").pipe(
@@ -58,11 +78,6 @@ const port = Config.integer("FO_PORT").pipe(
     validation: (p) => p >= 0 && p <= 65535,
   }),
   Config.withDefault(8080),
-);
-
-const maxRequestBytes = Config.integer("FO_MAX_REQUEST_BYTES").pipe(
-  Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
-  Config.withDefault(4 * 1024 * 1024),
 );
 
 /** `debug`, `INFO`, `Warning`…: any case, as operators type it. */
@@ -83,15 +98,27 @@ const logLevel = Config.string("FO_LOG_LEVEL").pipe(
   Config.withDefault(LogLevel.Info),
 );
 
-const corsOrigins = Config.string("FO_CORS_ORIGINS").pipe(
-  Config.withDefault("*"),
-  Config.map((s) =>
-    s
-      .split(",")
-      .map((o) => o.trim())
-      .filter((o) => o.length > 0),
-  ),
-);
+/** A comma-separated list; blanks dropped. */
+const list = (name: string, fallback: string) =>
+  Config.string(name).pipe(
+    Config.withDefault(fallback),
+    Config.map((s) =>
+      s
+        .split(",")
+        .map((o) => o.trim())
+        .filter((o) => o.length > 0),
+    ),
+  );
+
+const positive = (name: string, fallback: number, unit = "number") =>
+  Config.integer(name).pipe(
+    Config.validate({ message: `must be a positive ${unit}`, validation: (n) => n > 0 }),
+    Config.withDefault(fallback),
+  );
+
+const corsOrigins = list("FO_CORS_ORIGINS", "*");
+
+const maxRequestBytes = positive("FO_MAX_REQUEST_BYTES", 4 * 1024 * 1024, "number of bytes");
 
 /** The mesh configuration, as an Effect `Config` (so tests can supply their own provider). */
 export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
@@ -111,24 +138,13 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
       Config.withDefault("floworchestrator"),
     ),
     dataDir: Config.string("FO_DATA_DIR").pipe(Config.withDefault("./data")),
-    maxDocumentBytes: Config.integer("FO_MAX_DOCUMENT_BYTES").pipe(
-      Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
-      Config.withDefault(1024 * 1024),
-    ),
+    maxDocumentBytes: positive("FO_MAX_DOCUMENT_BYTES", 1024 * 1024, "number of bytes"),
     watchPollInterval: Config.duration("FO_WATCH_POLL_INTERVAL").pipe(
       Config.withDefault(Duration.millis(250)),
     ),
   }),
   memory: Config.all({
-    hazelcastMembers: Config.string("FO_HAZELCAST_MEMBERS").pipe(
-      Config.withDefault(""),
-      Config.map((s) =>
-        s
-          .split(",")
-          .map((m) => m.trim())
-          .filter((m) => m.length > 0),
-      ),
-    ),
+    hazelcastMembers: list("FO_HAZELCAST_MEMBERS", ""),
     hazelcastCluster: Config.string("FO_HAZELCAST_CLUSTER").pipe(Config.withDefault("dev")),
     defaultTtl: Config.duration("FO_MEMORY_DEFAULT_TTL").pipe(
       Config.withDefault(Duration.seconds(300)),
@@ -136,10 +152,34 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     defaultMaxIdle: Config.duration("FO_MEMORY_DEFAULT_MAX_IDLE").pipe(
       Config.withDefault(Duration.seconds(60)),
     ),
-    maxDataBytes: Config.integer("FO_MEMORY_MAX_DATA_BYTES").pipe(
-      Config.validate({ message: "must be a positive number of bytes", validation: (n) => n > 0 }),
-      Config.withDefault(16 * 1024 * 1024),
+    maxDataBytes: positive("FO_MEMORY_MAX_DATA_BYTES", 16 * 1024 * 1024, "number of bytes"),
+  }),
+  messaging: Config.all({
+    kafkaBrokers: list("FO_KAFKA_BROKERS", ""),
+    kafkaClientId: Config.string("FO_KAFKA_CLIENT_ID").pipe(
+      Config.withDefault("floworchestrator-mesh"),
     ),
+    topicPrefix: Config.string("FO_BUS_TOPIC_PREFIX").pipe(
+      Config.validate({
+        message: "must be letters, digits, '.', '_' or '-' (at most 40)",
+        validation: (s) => /^[A-Za-z0-9._-]{0,40}$/.test(s),
+      }),
+      Config.withDefault("fo."),
+    ),
+    partitions: positive("FO_BUS_PARTITIONS", 3),
+    replicationFactor: Config.integer("FO_BUS_REPLICATION_FACTOR").pipe(
+      Config.validate({
+        message: "must be -1 (broker default) or a positive number",
+        validation: (n) => n === -1 || n > 0,
+      }),
+      Config.withDefault(-1),
+    ),
+    retention: Config.duration("FO_BUS_RETENTION").pipe(Config.withDefault(Duration.days(7))),
+    sendTimeout: Config.duration("FO_BUS_SEND_TIMEOUT").pipe(
+      Config.withDefault(Duration.seconds(10)),
+    ),
+    maxPayloadBytes: positive("FO_BUS_MAX_PAYLOAD_BYTES", 1024 * 1024, "number of bytes"),
+    maxSubscriptionsPerClient: positive("FO_BUS_MAX_SUBSCRIPTIONS_PER_CLIENT", 32),
   }),
 });
 

@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { Cause, Effect, Exit, Option, Runtime, Stream } from "effect";
+import { CurrentClient, peerKey } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
 
@@ -51,6 +52,10 @@ const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
     return Effect.sync(() => signal.removeEventListener("abort", onAbort));
   });
 
+/** Runs the effect with the caller's identity in CurrentClient. */
+const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) =>
+  Effect.locally(effect, CurrentClient, ctx.values.get(peerKey));
+
 /**
  * @param runtime  the application's runtime, built once from its layers
  * @param shutdown aborted when the server starts a graceful shutdown: open streams end then
@@ -73,12 +78,16 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
 
   return {
     unary: async (ctx, effect) => {
-      const exit = await Runtime.runPromiseExit(runtime)(effect, { signal: ctx.signal });
+      const exit = await Runtime.runPromiseExit(runtime)(asCaller(ctx, effect), {
+        signal: ctx.signal,
+      });
       if (Exit.isSuccess(exit)) return exit.value;
       throw toConnectError(exit.cause, ctx);
     },
     stream: (ctx, stream) =>
-      stream.pipe(
+      Stream.unwrapScoped(
+        Effect.as(Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)), stream),
+      ).pipe(
         Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),
         // toAsyncIterable rejects with Cause.squash, which is the ConnectError we fail with.
         Stream.catchAllCause((cause) => Stream.fail(toConnectError(cause, ctx))),

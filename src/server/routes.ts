@@ -6,9 +6,11 @@ import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { DataStore } from "../datastore/DataStore.js";
 import { MemoryManager } from "../memory/MemoryManager.js";
+import { MessageBus } from "../messaging/MessageBus.js";
 import type { Bridge } from "./bridge.js";
 import type { HealthRegistry } from "./health.js";
 import { healthService } from "./health-rpc.js";
@@ -16,18 +18,20 @@ import { servePort } from "./port-rpc.js";
 import { registerReflection } from "./reflection.js";
 
 /** What handlers may require from the application's runtime. */
-export type AppServices = HealthRegistry | DataStore | MemoryManager;
+export type AppServices = HealthRegistry | DataStore | MemoryManager | MessageBus;
 
 /** Services answered on the port (reflection adds itself). */
 export const servedServices: ReadonlyArray<DescService> = [
   Health,
   DataStoreService,
   MemoryManagerService,
+  MessageBusService,
 ];
 
 export const routes = (bridge: Bridge<AppServices>) => (router: ConnectRouter) => {
   router.service(Health, healthService(bridge));
   router.service(DataStoreService, servePort(DataStoreService, DataStore, bridge));
   router.service(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge));
+  router.service(MessageBusService, servePort(MessageBusService, MessageBus, bridge));
   registerReflection(router, servedServices);
 };

@@ -4,8 +4,10 @@
  * calls drained, connections closed). Layers it depends on (backends) are
  * released after it, in reverse order of acquisition.
  */
+import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Context, Duration, Effect, Layer } from "effect";
+import { peerKey } from "../common/caller.js";
 import { MeshConfig } from "../config.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { makeCors } from "./cors.js";
@@ -44,6 +46,11 @@ export const MeshServerLive = Layer.scoped(
     const shutdown = new AbortController();
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),
+      contextValues: (req) =>
+        createContextValues().set(
+          peerKey,
+          `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`,
+        ),
       interceptors: [errorInterceptor(makeDefectReporter(runtime))],
       readMaxBytes: config.maxRequestBytes,
       // Compressing small responses costs more CPU and latency than it saves on a mesh network.

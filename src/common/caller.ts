@@ -1,0 +1,13 @@
+/**
+ * Who is calling, as the transport knows it, for per-client limits. Ports
+ * read it from a FiberRef the bridge sets per call, so they stay free of
+ * transport types. Today a client is its connection (remote address and
+ * port); authentication (when it comes) replaces it with the principal.
+ */
+import { createContextKey } from "@connectrpc/connect";
+import { FiberRef } from "effect";
+
+/** Set by the server from the request's socket. */
+export const peerKey = createContextKey<string>("local", { description: "remote address:port" });
+
+export const CurrentClient: FiberRef.FiberRef<string> = FiberRef.unsafeMake("local");

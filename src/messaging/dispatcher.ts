@@ -1,0 +1,439 @@
+/**
+ * One consumer group's deliveries inside one mesh instance: the records its
+ * log member reads are handed to the group's local subscriptions, tracked
+ * until acknowledged, redelivered, retried, dead-lettered, and committed.
+ *
+ * - Every local subscription of the group (a Subscribe stream) is a
+ *   *member*. Each partition is pinned to one member, so first deliveries of
+ *   one partition (one key) reach one member in offset order. A member never
+ *   has more than its `maxInFlight` deliveries unacknowledged.
+ * - A delivery that is Nacked or misses its ack deadline is redelivered, to
+ *   another member when there is one with room, after the retry policy's
+ *   wait; after `maxRetries` redeliveries it is dead-lettered instead. A
+ *   member that leaves hands its in-flight deliveries to the others at once.
+ * - The group's offset of a partition only moves past a record once it and
+ *   every record before it are done (acknowledged, dead-lettered or
+ *   expired): at least once, nothing skipped. Commits are batched every
+ *   COMMIT_INTERVAL_MS.
+ * - When the log reassigns partitions (another instance joined or left),
+ *   everything not committed is dropped here and comes again from the log;
+ *   attempt counts survive that, and acks of the dropped deliveries are
+ *   accepted as no-ops.
+ *
+ * The state is plain data changed synchronously (Node runs one callback at a
+ * time), so no step ever sees another half-done. Effects run on the given
+ * runtime.
+ */
+import { randomUUID } from "node:crypto";
+import { Effect } from "effect";
+import type { Envelope } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
+import { fromRecord, isExpired } from "./envelope.js";
+import type { LogRecord, StoreUnavailable, TopicPartition } from "./log.js";
+
+export const COMMIT_INTERVAL_MS = 50;
+/** How long a dead-letter write that failed waits before it is tried again. */
+const DEAD_LETTER_RETRY_MS = 1000;
+/** Acks of deliveries dropped by a reassignment are remembered this many at most. */
+const SUPERSEDED_MAX = 10_000;
+
+export interface RetrySettings {
+  readonly maxRetries: number;
+  readonly intervalMs: number;
+  readonly exponential: boolean;
+  readonly maxIntervalMs: number;
+}
+
+/** Wait before redelivery number `retry` (1-based). */
+export const retryDelay = (policy: RetrySettings, retry: number): number =>
+  policy.exponential
+    ? Math.min(policy.maxIntervalMs, policy.intervalMs * 2 ** Math.max(0, retry - 1))
+    : policy.intervalMs;
+
+export interface DeliveryOut {
+  readonly deliveryId: string;
+  readonly attempt: number;
+  readonly message: Envelope;
+  readonly record: LogRecord;
+}
+
+export interface MemberSettings {
+  readonly id: string;
+  readonly maxInFlight: number;
+  readonly ackDeadlineMs: number;
+  readonly retry: RetrySettings;
+  /** Hands a delivery to the subscription's stream. */
+  readonly deliver: (delivery: DeliveryOut) => void;
+}
+
+interface Member extends MemberSettings {
+  inFlight: number;
+}
+
+interface Tracked {
+  readonly record: LogRecord;
+  readonly message: Envelope;
+  readonly partition: PartitionState;
+  attempt: number;
+  state: "new" | "ready" | "in-flight" | "waiting" | "done";
+  deliveryId?: string;
+  member?: Member;
+  lastMemberId?: string;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+interface PartitionState {
+  readonly key: string;
+  readonly topic: string;
+  readonly partition: number;
+  owner?: Member;
+  /** Every record read and not yet committed, in offset order. */
+  readonly pending: Tracked[];
+  /** Records not delivered yet, in offset order. */
+  readonly backlog: Tracked[];
+  /** onRecord calls waiting for room in the backlog. */
+  readonly waiters: Array<() => void>;
+}
+
+export interface DispatcherHooks {
+  /** Commits next offsets; failures are logged and retried by the next commit. */
+  readonly commit: (
+    commits: ReadonlyArray<TopicPartition & { readonly offset: number }>,
+  ) => Effect.Effect<void, StoreUnavailable>;
+  /** Writes the dead letter and publishes the Fault event. */
+  readonly deadLetter: (
+    delivery: DeliveryOut,
+    reason: string,
+  ) => Effect.Effect<void, StoreUnavailable>;
+  /** Runs an effect in the background. */
+  readonly run: (effect: Effect.Effect<void>) => void;
+  readonly now: () => number;
+}
+
+export type SettleResult = "settled" | "superseded" | "unknown";
+
+const tpKey = (topic: string, partition: number) => `${partition}@${topic}`;
+const offsetKey = (record: LogRecord) =>
+  `${tpKey(record.topic, record.partition)}#${record.offset}`;
+
+export class Dispatcher {
+  private readonly members = new Map<string, Member>();
+  private readonly partitions = new Map<string, PartitionState>();
+  private readonly inFlight = new Map<string, Tracked>();
+  /** Redeliveries whose wait is over, oldest first. */
+  private readonly ready: Tracked[] = [];
+  /** Attempts of records dropped by a reassignment, by coordinates. */
+  private readonly attempts = new Map<string, number>();
+  private readonly superseded = new Set<string>();
+  private readonly dirty = new Map<string, TopicPartition & { offset: number }>();
+  private commitTimer: ReturnType<typeof setTimeout> | undefined;
+  private closed = false;
+
+  constructor(
+    readonly group: string,
+    private readonly hooks: DispatcherHooks,
+  ) {}
+
+  get size(): number {
+    return this.members.size;
+  }
+
+  join(settings: MemberSettings): void {
+    this.members.set(settings.id, { ...settings, inFlight: 0 });
+    this.pump();
+  }
+
+  /** The member's in-flight deliveries go to the others (or back to the log when none is left). */
+  leave(memberId: string): void {
+    const member = this.members.get(memberId);
+    if (!member) return;
+    this.members.delete(memberId);
+    for (const partition of this.partitions.values()) {
+      if (partition.owner === member) partition.owner = undefined;
+    }
+    const orphans = [...this.inFlight.values()].filter((t) => t.member === member);
+    for (const t of orphans) {
+      this.stopTracking(t);
+      t.lastMemberId = member.id;
+      t.state = "ready";
+    }
+    this.ready.unshift(...orphans.sort((a, b) => a.record.offset - b.record.offset));
+    this.pump();
+  }
+
+  /** The log's onRecord: queues the record and waits for room in its partition's backlog. */
+  offer(record: LogRecord): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    const partition = this.partitionOf(record.topic, record.partition);
+    const tracked: Tracked = {
+      record,
+      message: fromRecord(record),
+      partition,
+      attempt: this.attempts.get(offsetKey(record)) ?? 0,
+      state: "new",
+    };
+    partition.pending.push(tracked);
+    partition.backlog.push(tracked);
+    this.pump();
+    if (partition.backlog.length < this.backlogLimit()) return Promise.resolve();
+    return new Promise((resolve) => partition.waiters.push(resolve));
+  }
+
+  /** The log's onAssigned: what is not committed comes again from the log. */
+  reassigned(assignment: ReadonlyArray<TopicPartition>): void {
+    const keep = new Set(assignment.map((tp) => tpKey(tp.topic, tp.partition)));
+    for (const [key, partition] of this.partitions) {
+      for (const t of partition.pending) {
+        if (t.attempt > 0 && keep.has(key)) this.attempts.set(offsetKey(t.record), t.attempt);
+        if (t.state === "in-flight" && t.deliveryId) this.remember(t.deliveryId);
+        this.stopTracking(t);
+        t.state = "done";
+      }
+      for (const wake of partition.waiters) wake();
+      this.dirty.delete(key);
+    }
+    for (const key of this.attempts.keys()) {
+      if (!keep.has(key.slice(0, key.lastIndexOf("#")))) this.attempts.delete(key);
+    }
+    this.partitions.clear();
+    this.ready.length = 0;
+  }
+
+  ack(deliveryId: string): SettleResult {
+    const t = this.inFlight.get(deliveryId);
+    if (!t) return this.superseded.has(deliveryId) ? "superseded" : "unknown";
+    this.stopTracking(t);
+    this.done(t);
+    return "settled";
+  }
+
+  /**
+   * Refuses a delivery: redelivered after `delayMs` or the retry policy's
+   * wait, whichever is longer, or dead-lettered when retries are spent.
+   */
+  nack(
+    deliveryId: string,
+    reason: string,
+    delayMs: number,
+  ): { readonly result: SettleResult; readonly deadLettered?: Promise<void> } {
+    const t = this.inFlight.get(deliveryId);
+    if (!t) return { result: this.superseded.has(deliveryId) ? "superseded" : "unknown" };
+    return { result: "settled", deadLettered: this.fail(t, reason, delayMs) };
+  }
+
+  /** Commits what is done and stops every timer; the caller then leaves the log's group. */
+  close(): Effect.Effect<void> {
+    this.closed = true;
+    this.reassigned([]);
+    for (const member of this.members.values()) member.inFlight = 0;
+    this.members.clear();
+    clearTimeout(this.commitTimer);
+    return this.flushCommits();
+  }
+
+  private fail(t: Tracked, reason: string, delayMs: number): Promise<void> | undefined {
+    const member = t.member;
+    this.stopTracking(t);
+    t.lastMemberId = member?.id;
+    const policy = member?.retry;
+    const retry = t.attempt; // redelivery number this would be
+    if (!policy || retry > policy.maxRetries) return this.sendToDeadLetters(t, reason);
+    t.state = "waiting";
+    t.timer = setTimeout(
+      () => {
+        t.timer = undefined;
+        if (t.state !== "waiting") return;
+        t.state = "ready";
+        this.ready.push(t);
+        this.pump();
+      },
+      Math.max(delayMs, retryDelay(policy, retry)),
+    );
+    return undefined;
+  }
+
+  private sendToDeadLetters(t: Tracked, reason: string): Promise<void> {
+    t.state = "waiting";
+    const delivery = this.deliveryOf(t, t.deliveryId ?? "");
+    return new Promise((resolve) => {
+      const attempt = () =>
+        this.hooks.run(
+          this.hooks.deadLetter(delivery, reason).pipe(
+            Effect.matchEffect({
+              onSuccess: () =>
+                Effect.sync(() => {
+                  if (t.state === "waiting") this.done(t);
+                  resolve();
+                }),
+              onFailure: (e) =>
+                Effect.logWarning("dead-lettering failed; trying again", e.cause).pipe(
+                  Effect.zipRight(
+                    Effect.sync(() => {
+                      if (t.state === "waiting" && !this.closed)
+                        t.timer = setTimeout(attempt, DEAD_LETTER_RETRY_MS);
+                      resolve();
+                    }),
+                  ),
+                ),
+            }),
+          ),
+        );
+      attempt();
+    });
+  }
+
+  private deliveryOf(t: Tracked, deliveryId: string): DeliveryOut {
+    return { deliveryId, attempt: t.attempt, message: t.message, record: t.record };
+  }
+
+  private partitionOf(topic: string, partition: number): PartitionState {
+    const key = tpKey(topic, partition);
+    let state = this.partitions.get(key);
+    if (!state) {
+      state = { key, topic, partition, pending: [], backlog: [], waiters: [] };
+      this.partitions.set(key, state);
+    }
+    return state;
+  }
+
+  private backlogLimit(): number {
+    let most = 16;
+    for (const m of this.members.values()) most = Math.max(most, m.maxInFlight);
+    return most;
+  }
+
+  private hasRoom = (m: Member) => m.inFlight < m.maxInFlight;
+
+  /** The partition's member: kept while it is here, else the one pinned to fewest partitions. */
+  private ownerOf(partition: PartitionState): Member | undefined {
+    if (partition.owner && this.members.has(partition.owner.id)) return partition.owner;
+    const load = new Map<Member, number>([...this.members.values()].map((m) => [m, 0]));
+    for (const p of this.partitions.values()) {
+      if (p.owner && load.has(p.owner)) load.set(p.owner, (load.get(p.owner) ?? 0) + 1);
+    }
+    let best: Member | undefined;
+    for (const [m, n] of load) if (!best || n < (load.get(best) ?? 0)) best = m;
+    partition.owner = best;
+    return best;
+  }
+
+  /** A member with room, preferring one other than `avoid`, then the least busy. */
+  private pickMember(avoid: string | undefined): Member | undefined {
+    let best: Member | undefined;
+    for (const m of this.members.values()) {
+      if (!this.hasRoom(m)) continue;
+      if (
+        !best ||
+        (best.id === avoid && m.id !== avoid) ||
+        ((m.id !== avoid) === (best.id !== avoid) && m.inFlight < best.inFlight)
+      )
+        best = m;
+    }
+    return best;
+  }
+
+  /** Hands out whatever can go now: redeliveries first, then each partition's backlog. */
+  private pump(): void {
+    if (this.closed) return;
+    while (this.ready.length > 0) {
+      const t = this.ready[0] as Tracked;
+      if (t.state !== "ready") {
+        this.ready.shift();
+        continue;
+      }
+      const member = this.pickMember(t.lastMemberId);
+      if (!member) break;
+      this.ready.shift();
+      this.deliver(t, member);
+    }
+    for (const partition of this.partitions.values()) {
+      while (partition.backlog.length > 0) {
+        const member = this.ownerOf(partition);
+        if (!member || !this.hasRoom(member)) break;
+        this.deliver(partition.backlog.shift() as Tracked, member);
+      }
+      if (partition.backlog.length < this.backlogLimit() && partition.waiters.length > 0) {
+        for (const wake of partition.waiters.splice(0)) wake();
+      }
+    }
+  }
+
+  private deliver(t: Tracked, member: Member): void {
+    if (isExpired(t.message, this.hooks.now())) {
+      this.done(t);
+      return;
+    }
+    t.attempt += 1;
+    const deliveryId = `${randomUUID()}`;
+    t.deliveryId = deliveryId;
+    t.member = member;
+    t.state = "in-flight";
+    member.inFlight += 1;
+    this.inFlight.set(deliveryId, t);
+    t.timer = setTimeout(() => {
+      t.timer = undefined;
+      if (this.inFlight.get(deliveryId) === t) void this.fail(t, "ack deadline exceeded", 0);
+    }, member.ackDeadlineMs);
+    member.deliver(this.deliveryOf(t, deliveryId));
+  }
+
+  /** Forgets the delivery (and frees the member's slot) without deciding the record's fate. */
+  private stopTracking(t: Tracked): void {
+    if (t.timer) clearTimeout(t.timer);
+    t.timer = undefined;
+    if (t.deliveryId && this.inFlight.get(t.deliveryId) === t) {
+      this.inFlight.delete(t.deliveryId);
+      if (t.member) t.member.inFlight -= 1;
+    }
+    t.member = undefined;
+  }
+
+  private remember(deliveryId: string): void {
+    this.superseded.add(deliveryId);
+    if (this.superseded.size > SUPERSEDED_MAX) {
+      const oldest = this.superseded.values().next().value;
+      if (oldest !== undefined) this.superseded.delete(oldest);
+    }
+  }
+
+  /** The record is finished; the partition's offset moves past every finished prefix. */
+  private done(t: Tracked): void {
+    t.state = "done";
+    const p = t.partition;
+    if (this.partitions.get(p.key) !== p) return; // dropped by a reassignment
+    let last: Tracked | undefined;
+    while (p.pending[0]?.state === "done") last = p.pending.shift();
+    if (last) {
+      this.attempts.delete(offsetKey(last.record));
+      this.dirty.set(p.key, {
+        topic: p.topic,
+        partition: p.partition,
+        offset: last.record.offset + 1,
+      });
+      this.commitTimer ??= setTimeout(() => {
+        this.commitTimer = undefined;
+        this.hooks.run(this.flushCommits());
+      }, COMMIT_INTERVAL_MS);
+    }
+    this.pump();
+  }
+
+  private flushCommits(): Effect.Effect<void> {
+    const commits = [...this.dirty.values()];
+    this.dirty.clear();
+    if (commits.length === 0) return Effect.void;
+    return this.hooks.commit(commits).pipe(
+      Effect.catchAll((e) =>
+        Effect.logWarning("committing offsets failed; the next commit carries them", e.cause).pipe(
+          Effect.zipRight(
+            Effect.sync(() => {
+              for (const c of commits) {
+                const key = tpKey(c.topic, c.partition);
+                if (this.partitions.has(key) && !this.dirty.has(key)) this.dirty.set(key, c);
+              }
+            }),
+          ),
+        ),
+      ),
+    );
+  }
+}

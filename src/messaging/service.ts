@@ -1,0 +1,96 @@
+/**
+ * The MessageBus port implemented once over the log contract, the choice of
+ * backend (Kafka when FO_KAFKA_BROKERS is set, else the embedded log), and
+ * the service's health, which follows the backend's.
+ */
+import { randomUUID } from "node:crypto";
+import { Duration, Effect, Layer } from "effect";
+import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { MeshConfig } from "../config.js";
+import { healthFromPing } from "../server/health.js";
+import { makeDeadLetters } from "./dead-letters.js";
+import { EmbeddedMessageLog } from "./embedded.js";
+import { MessageLog } from "./log.js";
+import { MessageBus } from "./MessageBus.js";
+import { makePublisher } from "./publisher.js";
+import { makeRequests } from "./requests.js";
+import { makeSubscriptions } from "./subscriptions.js";
+import { makeTopics } from "./topics.js";
+
+const MessageBusImpl = Layer.scoped(
+  MessageBus,
+  Effect.gen(function* () {
+    const log = yield* MessageLog;
+    const { messaging: config } = yield* MeshConfig;
+    const topics = makeTopics(config.topicPrefix);
+    const limits = { maxPayloadBytes: config.maxPayloadBytes };
+    const publisher = makePublisher(log, topics, { ...limits, sendTimeout: config.sendTimeout });
+    const deadLetters = makeDeadLetters(log, topics);
+    const subscriptions = yield* makeSubscriptions(
+      log,
+      topics,
+      { maxSubscriptionsPerClient: config.maxSubscriptionsPerClient },
+      deadLetters.deadLetter,
+    );
+    const requests = yield* makeRequests(
+      log,
+      topics,
+      publisher,
+      limits,
+      `${config.kafkaClientId}.replies.${randomUUID()}`,
+    );
+    return {
+      sendCommand: publisher.sendCommand,
+      publishEvent: publisher.publishEvent,
+      publishBatch: publisher.publishBatch,
+      subscribe: subscriptions.subscribe,
+      ack: subscriptions.ack,
+      nack: subscriptions.nack,
+      request: requests.request,
+      reply: requests.reply,
+      listDeadLetters: deadLetters.listDeadLetters,
+      replayDeadLetters: deadLetters.replayDeadLetters,
+    };
+  }),
+);
+
+const MessageBusHealth = healthFromPing(
+  MessageBusService.typeName,
+  Effect.flatMap(MessageLog, (log) => log.ping),
+);
+
+/**
+ * The log backend chosen by configuration. kafkajs is only loaded when
+ * brokers are configured.
+ */
+export const MessageLogLive = Layer.unwrapEffect(
+  Effect.flatMap(
+    MeshConfig,
+    ({ messaging: m }): Effect.Effect<Layer.Layer<MessageLog, unknown>> =>
+      m.kafkaBrokers.length === 0
+        ? Effect.succeed(
+            EmbeddedMessageLog.layer({
+              partitions: m.partitions,
+              retentionMs: Duration.toMillis(m.retention),
+            }),
+          )
+        : Effect.promise(() => import("./kafka.js")).pipe(
+            Effect.map(({ KafkaMessageLog }) =>
+              KafkaMessageLog.layer({
+                brokers: m.kafkaBrokers,
+                clientId: m.kafkaClientId,
+                partitions: m.partitions,
+                replicationFactor: m.replicationFactor,
+                retentionMs: Duration.toMillis(m.retention),
+                sendTimeoutMs: Duration.toMillis(m.sendTimeout),
+              }),
+            ),
+          ),
+  ),
+);
+
+/** MessageBus on a given log layer (tests pass their own). */
+export const messageBusOn = <E, R>(log: Layer.Layer<MessageLog, E, R>) =>
+  Layer.mergeAll(MessageBusImpl, MessageBusHealth).pipe(Layer.provideMerge(log));
+
+export const MessageBusLive = messageBusOn(MessageLogLive);

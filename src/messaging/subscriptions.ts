@@ -1,0 +1,298 @@
+/**
+ * Subscribe, Ack and Nack. Subscriptions of one group that consume the same
+ * topics in this instance share one log member (one Kafka consumer) and one
+ * Dispatcher; the member joins the group with the first such subscription
+ * and leaves it (after committing what is done) with the last one.
+ *
+ * A subscription consumes its destination's command topic and/or the event
+ * topics of its types, plus its group's retry topic (replayed dead letters).
+ * Each client (connection) may hold `maxSubscriptionsPerClient` at once.
+ */
+import { randomUUID } from "node:crypto";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import { Effect, Exit, FiberRef, Queue, Runtime, Scope, Stream } from "effect";
+import type {
+  AckRequest,
+  NackRequest,
+  SubscribeRequest,
+  SubscribeResponseSchema,
+} from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { StartPosition } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { CurrentClient } from "../common/caller.js";
+import { type MeshError, NotFound, ResourceExhausted } from "../common/errors.js";
+import * as V from "../common/validate.js";
+import { durationField, unavailable } from "./common.js";
+import { type DeliveryOut, Dispatcher, type RetrySettings } from "./dispatcher.js";
+import { name } from "./envelope.js";
+import type { Consumer, MessageLogShape, StoreUnavailable } from "./log.js";
+import type { Topics } from "./topics.js";
+
+type Item = MessageInitShape<typeof SubscribeResponseSchema>;
+
+const HOUR = 3_600_000;
+const MAX_EVENT_TYPES = 100;
+
+export interface SubscriptionSettings {
+  readonly maxSubscriptionsPerClient: number;
+}
+
+interface Group {
+  readonly dispatcher: Dispatcher;
+  readonly scope: Scope.CloseableScope;
+}
+
+const settingsOf = (req: SubscribeRequest) => {
+  const deadline = durationField("ack_deadline", req.ackDeadline, {
+    fallback: 30_000,
+    min: 1000,
+    max: 600_000,
+  });
+  const interval = durationField("retry.interval", req.retry?.interval, {
+    fallback: 5000,
+    min: 0,
+    max: HOUR,
+  });
+  const maxInterval = durationField("retry.max_interval", req.retry?.maxInterval, {
+    fallback: 300_000,
+    min: 0,
+    max: HOUR,
+  });
+  const maxRetries = req.retry?.maxRetries ?? 3;
+  const maxInFlight = req.maxInFlight === 0 ? 16 : req.maxInFlight;
+  const types = new Set(req.eventTypes);
+  const violations = [
+    ...name("group", req.group),
+    ...(req.destination === "" ? [] : name("destination", req.destination)),
+    ...(req.destination !== "" && req.destination !== req.group
+      ? [
+          {
+            field: "group",
+            description:
+              "must be the destination's name when consuming its commands (each command has one consumer group)",
+          },
+        ]
+      : []),
+    ...(req.destination === "" && req.eventTypes.length === 0
+      ? [{ field: "event_types", description: "name a destination or at least one event type" }]
+      : []),
+    ...V.maxItems("event_types", req.eventTypes, MAX_EVENT_TYPES),
+    ...req.eventTypes.flatMap((t, i) => name(`event_types[${i}]`, t)),
+    ...(types.size < req.eventTypes.length
+      ? [{ field: "event_types", description: "must not repeat a type" }]
+      : []),
+    ...(maxInFlight < 1 || maxInFlight > 1000
+      ? [{ field: "max_in_flight", description: "must be between 1 and 1000" }]
+      : []),
+    ...(maxRetries < 0 || maxRetries > 100
+      ? [{ field: "retry.max_retries", description: "must be between 0 and 100" }]
+      : []),
+    ...deadline.violations,
+    ...interval.violations,
+    ...maxInterval.violations,
+  ];
+  const retry: RetrySettings = {
+    maxRetries,
+    intervalMs: interval.ms,
+    exponential: req.retry?.exponential ?? false,
+    maxIntervalMs: maxInterval.ms,
+  };
+  return { violations, maxInFlight, ackDeadlineMs: deadline.ms, retry };
+};
+
+export const makeSubscriptions = (
+  log: MessageLogShape,
+  topics: Topics,
+  settings: SubscriptionSettings,
+  deadLetter: (
+    group: string,
+    delivery: DeliveryOut,
+    reason: string,
+  ) => Effect.Effect<void, StoreUnavailable>,
+) =>
+  Effect.gen(function* () {
+    const runtime = yield* Effect.runtime<never>();
+    const run = (effect: Effect.Effect<void>) => void Runtime.runFork(runtime)(effect);
+    const groups = new Map<string, Group>();
+    const lock = yield* Effect.makeSemaphore(1);
+    const perClient = new Map<string, number>();
+
+    // Leave every group when the bus shuts down.
+    yield* Effect.addFinalizer(() =>
+      Effect.forEach(groups.values(), (g) =>
+        g.dispatcher.close().pipe(Effect.zipRight(Scope.close(g.scope, Exit.void))),
+      ),
+    );
+
+    /** The group's shared member for these topics, joining the log's group when new. */
+    const groupFor = (group: string, consumed: ReadonlyArray<string>, fromBeginning: boolean) =>
+      lock.withPermits(1)(
+        Effect.gen(function* () {
+          const key = `${group}\u0000${consumed.join("\u0000")}`;
+          const existing = groups.get(key);
+          if (existing) return { key, group: existing };
+          let consumer: Consumer | undefined;
+          const dispatcher = new Dispatcher(group, {
+            commit: (commits) => (consumer ? consumer.commit(commits) : Effect.void),
+            deadLetter: (delivery, reason) => deadLetter(group, delivery, reason),
+            run,
+            now: () => Date.now(),
+          });
+          const scope = yield* Scope.make();
+          consumer = yield* log
+            .consume(
+              { group, topics: consumed, fromBeginning },
+              {
+                onRecord: (record) => Effect.promise(() => dispatcher.offer(record)),
+                onAssigned: (assignment) => Effect.sync(() => dispatcher.reassigned(assignment)),
+              },
+            )
+            .pipe(
+              Scope.extend(scope),
+              Effect.tapError(() => Scope.close(scope, Exit.void)),
+              unavailable,
+            );
+          const created: Group = { dispatcher, scope };
+          groups.set(key, created);
+          return { key, group: created };
+        }),
+      );
+
+    /** After a member left: the last one out commits and leaves the log's group. */
+    const release = (key: string) =>
+      lock.withPermits(1)(
+        Effect.suspend(() => {
+          const g = groups.get(key);
+          if (!g || g.dispatcher.size > 0) return Effect.void;
+          groups.delete(key);
+          return g.dispatcher.close().pipe(Effect.zipRight(Scope.close(g.scope, Exit.void)));
+        }),
+      );
+
+    const clientSlot = (client: string) =>
+      Effect.acquireRelease(
+        Effect.suspend(() => {
+          const open = perClient.get(client) ?? 0;
+          if (open >= settings.maxSubscriptionsPerClient) {
+            return Effect.fail(
+              new ResourceExhausted({
+                message: `this client already has ${open} open subscriptions (the limit is ${settings.maxSubscriptionsPerClient})`,
+                code: "RESOURCE_ERROR.QUOTA_EXCEEDED",
+                metadata: { limit: String(settings.maxSubscriptionsPerClient) },
+              }),
+            );
+          }
+          perClient.set(client, open + 1);
+          return Effect.void;
+        }),
+        () =>
+          Effect.sync(() => {
+            const open = (perClient.get(client) ?? 1) - 1;
+            if (open <= 0) perClient.delete(client);
+            else perClient.set(client, open);
+          }),
+      );
+
+    const subscribe = (req: SubscribeRequest): Stream.Stream<Item, MeshError> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const s = settingsOf(req);
+          yield* V.check(s.violations);
+          yield* clientSlot(yield* FiberRef.get(CurrentClient));
+          const consumed = [
+            ...(req.destination === "" ? [] : [topics.command(req.destination)]),
+            ...[...new Set(req.eventTypes)].sort().map(topics.event),
+            topics.retry(req.group),
+          ];
+          yield* unavailable(log.ensureTopics(consumed));
+          const { key, group } = yield* groupFor(
+            req.group,
+            consumed,
+            req.start !== StartPosition.LATEST,
+          );
+          const subscriptionId = randomUUID();
+          const queue = yield* Queue.unbounded<DeliveryOut>();
+          yield* Effect.acquireRelease(
+            Effect.sync(() =>
+              group.dispatcher.join({
+                id: subscriptionId,
+                maxInFlight: s.maxInFlight,
+                ackDeadlineMs: s.ackDeadlineMs,
+                retry: s.retry,
+                deliver: (d) => Queue.unsafeOffer(queue, d),
+              }),
+            ),
+            () =>
+              Effect.sync(() => group.dispatcher.leave(subscriptionId)).pipe(
+                Effect.zipRight(Queue.shutdown(queue)),
+                Effect.zipRight(release(key)),
+              ),
+          );
+          yield* Effect.logDebug("subscription opened").pipe(
+            Effect.annotateLogs({ subscription_id: subscriptionId, group: req.group }),
+          );
+          const subscribed: Item = {
+            event: { case: "subscribed", value: { subscriptionId, topics: consumed } },
+          };
+          return Stream.concat(
+            Stream.make(subscribed),
+            Stream.fromQueue(queue).pipe(
+              Stream.map(
+                (d): Item => ({
+                  event: {
+                    case: "delivery",
+                    value: {
+                      deliveryId: d.deliveryId,
+                      attempt: d.attempt,
+                      message: d.message,
+                      topic: d.record.topic,
+                      partition: d.record.partition,
+                      offset: BigInt(d.record.offset),
+                    },
+                  },
+                }),
+              ),
+            ),
+          );
+        }),
+      );
+
+    const unknownDelivery = (deliveryId: string) =>
+      new NotFound({
+        message: "no delivery in flight with this id (already settled, or never delivered here)",
+        metadata: { delivery_id: deliveryId.slice(0, 256) },
+      });
+
+    const checkId = (id: string) => V.check(V.label("delivery_id", id, 256));
+
+    const ack = (req: AckRequest) =>
+      Effect.gen(function* () {
+        yield* checkId(req.deliveryId);
+        for (const g of groups.values()) {
+          if (g.dispatcher.ack(req.deliveryId) !== "unknown") return {};
+        }
+        return yield* unknownDelivery(req.deliveryId);
+      });
+
+    const nack = (req: NackRequest) =>
+      Effect.gen(function* () {
+        const delay = durationField("delay", req.delay, { fallback: 0, min: 0, max: HOUR });
+        yield* V.check(
+          V.label("delivery_id", req.deliveryId, 256),
+          V.label("reason", req.reason, 1000, false),
+          delay.violations,
+        );
+        for (const g of groups.values()) {
+          const { result, deadLettered } = g.dispatcher.nack(
+            req.deliveryId,
+            req.reason === "" ? "nacked" : req.reason,
+            delay.ms,
+          );
+          if (result === "unknown") continue;
+          if (deadLettered) yield* Effect.promise(() => deadLettered);
+          return { deadLettered: deadLettered !== undefined };
+        }
+        return yield* unknownDelivery(req.deliveryId);
+      });
+
+    return { subscribe, ack, nack };
+  });
