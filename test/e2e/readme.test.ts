@@ -23,10 +23,12 @@ const shellBlocks = (text: string) =>
 const examples = (heading: string) => {
   const [prelude = "", ...blocks] = shellBlocks(section(heading));
   const fn = /^(\w+)\(\)/m.exec(prelude)?.[1] ?? "";
-  const calls = blocks
-    .flatMap((b) => b.split("\n"))
-    .filter((line) => line.startsWith(`${fn} `) && !line.includes("Ctrl+C"));
-  return { prelude, calls };
+  const lines = blocks.flatMap((b) => b.split("\n")).filter((line) => line.startsWith(`${fn} `));
+  return {
+    prelude,
+    calls: lines.filter((line) => !line.includes("Ctrl+C")),
+    streams: lines.filter((line) => line.includes("Ctrl+C")),
+  };
 };
 
 let mesh: TestMesh;
@@ -35,11 +37,12 @@ beforeAll(async () => {
 });
 afterAll(() => mesh.close());
 
-describe.each(["DataStore", "MemoryManager"])("README %s examples", (heading) => {
-  const { prelude, calls } = examples(heading);
+describe.each(["DataStore", "MemoryManager", "MessageBus"])("README %s examples", (heading) => {
+  const { prelude, calls, streams } = examples(heading);
 
   it("cover the service", () => {
-    expect(calls.length).toBeGreaterThanOrEqual(12);
+    expect(calls.length).toBeGreaterThanOrEqual(10);
+    expect(streams.length).toBeGreaterThanOrEqual(1);
   });
 
   it("run in order as documented", { timeout: 120_000 }, async () => {
@@ -57,5 +60,20 @@ describe.each(["DataStore", "MemoryManager"])("README %s examples", (heading) =>
         expect(result.ok, `${line}\n${result.out}`).toBe(true);
       }
     }
+  });
+});
+
+/** Streaming examples stay open until stopped; a subscription first says it is consuming. */
+describe("README MessageBus subscription examples", () => {
+  const { prelude, streams } = examples("MessageBus");
+
+  it.each(streams)("%s", { timeout: 60_000 }, async (line) => {
+    const setup = prelude.replaceAll("http://127.0.0.1:8080", mesh.url);
+    const result = await run("timeout", ["8", "bash", "-c", `${setup}\n${line}`]).then(
+      (r) => ({ code: 0, out: r.stdout }),
+      (e: { code: number; stdout: string }) => ({ code: e.code, out: e.stdout }),
+    );
+    expect(result.code, result.out).toBe(124); // still streaming when stopped
+    expect(result.out).toContain('"subscribed"');
   });
 });
