@@ -222,12 +222,13 @@ export class Dispatcher {
 
   /** Commits what is done and stops every timer; the caller then leaves the log's group. */
   close(): Effect.Effect<void> {
+    const flushed = this.flushCommits(); // takes the pending commits before they are dropped
     this.closed = true;
     this.reassigned([]);
     for (const member of this.members.values()) member.inFlight = 0;
     this.members.clear();
     clearTimeout(this.commitTimer);
-    return this.flushCommits();
+    return flushed;
   }
 
   private fail(t: Tracked, reason: string, delayMs: number): Promise<void> | undefined {
@@ -359,7 +360,7 @@ export class Dispatcher {
 
   private deliver(t: Tracked, member: Member): void {
     if (isExpired(t.message, this.hooks.now())) {
-      this.done(t);
+      this.finish(t); // not delivered; the caller's loop goes on with the next
       return;
     }
     t.attempt += 1;
@@ -395,15 +396,23 @@ export class Dispatcher {
     }
   }
 
-  /** The record is finished; the partition's offset moves past every finished prefix. */
+  /** The record is finished; whatever waited for room may go now. */
   private done(t: Tracked): void {
+    this.finish(t);
+    this.pump();
+  }
+
+  /** Marks the record done and moves its partition's offset past every finished prefix. */
+  private finish(t: Tracked): void {
     t.state = "done";
     const p = t.partition;
     if (this.partitions.get(p.key) !== p) return; // dropped by a reassignment
     let last: Tracked | undefined;
-    while (p.pending[0]?.state === "done") last = p.pending.shift();
-    if (last) {
+    while (p.pending[0]?.state === "done") {
+      last = p.pending.shift() as Tracked;
       this.attempts.delete(offsetKey(last.record));
+    }
+    if (last) {
       this.dirty.set(p.key, {
         topic: p.topic,
         partition: p.partition,
@@ -414,7 +423,6 @@ export class Dispatcher {
         this.hooks.run(this.flushCommits());
       }, COMMIT_INTERVAL_MS);
     }
-    this.pump();
   }
 
   private flushCommits(): Effect.Effect<void> {
