@@ -192,7 +192,7 @@ export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
 export type SubscribeRequest = Message<"floworchestrator.messaging.v1.SubscribeRequest"> & {
   /**
    * The consumer group: every subscription of a group shares its messages
-   * (each goes to one of them). 1-200 letters, digits, `.`, `_`, `-`.
+   * (each goes to one of them). 1-180 letters, digits, `.`, `_`, `-`.
    *
    * @generated from field: string group = 1;
    */
@@ -530,7 +530,7 @@ export type ListDeadLettersRequest = Message<"floworchestrator.messaging.v1.List
   group: string;
 
   /**
-   * 1-1000, default 100.
+   * Page size: default 100, maximum 1000.
    *
    * @generated from field: int32 page_size = 2;
    */

@@ -33,7 +33,7 @@ export type Envelope = Message<"floworchestrator.messaging.v1.Envelope"> & {
   messageId: string;
 
   /**
-   * What the message is, e.g. `floworchestrator.ImportCommand`: 1-200
+   * What the message is, e.g. `floworchestrator.ImportCommand`: 1-180
    * characters of letters, digits, `.`, `_` and `-`. Events are routed by
    * it. CloudEvents `type`.
    *
@@ -80,7 +80,7 @@ export type Envelope = Message<"floworchestrator.messaging.v1.Envelope"> & {
   source: string;
 
   /**
-   * Commands: the component that must handle it (1-200 characters of
+   * Commands: the component that must handle it (1-180 characters of
    * letters, digits, `.`, `_` and `-`). Empty for events. Extension
    * `destination`.
    *
