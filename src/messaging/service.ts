@@ -83,6 +83,7 @@ export const MessageLogLive = Layer.unwrapEffect(
                 replicationFactor: m.replicationFactor,
                 retentionMs: Duration.toMillis(m.retention),
                 sendTimeoutMs: Duration.toMillis(m.sendTimeout),
+                maxRecordBytes: m.maxPayloadBytes,
               }),
             ),
           ),
