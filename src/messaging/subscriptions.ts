@@ -31,6 +31,7 @@ type Item = MessageInitShape<typeof SubscribeResponseSchema>;
 
 const HOUR = 3_600_000;
 const MAX_EVENT_TYPES = 100;
+const MAX_ACKS = 1000;
 
 export interface SubscriptionSettings {
   readonly maxSubscriptionsPerClient: number;
@@ -262,15 +263,19 @@ export const makeSubscriptions = (
         metadata: { delivery_id: deliveryId.slice(0, 256) },
       });
 
-    const checkId = (id: string) => V.check(V.label("delivery_id", id, 256));
-
     const ack = (req: AckRequest) =>
       Effect.gen(function* () {
-        yield* checkId(req.deliveryId);
-        for (const g of groups.values()) {
-          if (g.dispatcher.ack(req.deliveryId) !== "unknown") return {};
-        }
-        return yield* unknownDelivery(req.deliveryId);
+        const ids = req.deliveryId === "" ? req.deliveryIds : [req.deliveryId, ...req.deliveryIds];
+        yield* V.check(
+          ids.length === 0 ? [{ field: "delivery_id", description: "is required" }] : [],
+          V.maxItems("delivery_ids", ids, MAX_ACKS),
+          ...ids.map((id, i) => V.label(`delivery_ids[${i}]`, id, 256)),
+        );
+        const unknown = ids.filter(
+          (id) => ![...groups.values()].some((g) => g.dispatcher.ack(id) !== "unknown"),
+        );
+        if (unknown.length > 0) return yield* unknownDelivery(unknown[0] as string);
+        return {};
       });
 
     const nack = (req: NackRequest) =>

@@ -594,6 +594,33 @@ const ackTests = (it: It) =>
         }),
     );
 
+    it.scoped("one Ack settles many deliveries; an unknown id among them is NotFound", () =>
+      Effect.gen(function* () {
+        const dest = unique("batched-");
+        const inbox = yield* makeInbox;
+        const first = yield* inbox.commands("first", dest);
+        for (const n of range(3)) {
+          yield* sendCommand(command(dest, `m${n}`, { partitionKey: "k" }));
+        }
+        const got = yield* inbox.take(3);
+        const stranger = randomUUID();
+        yield* failure(
+          call("ack", {
+            deliveryId: got[0]?.delivery.deliveryId,
+            deliveryIds: [stranger, ...got.slice(1).map((r) => r.delivery.deliveryId)],
+          }),
+          "NotFound",
+        ).pipe(Effect.tap((e) => expect(e.metadata?.delivery_id).toBe(stranger)));
+        // The known ones were settled and committed: the next subscription starts after them.
+        yield* first.close;
+        yield* inbox.commands("second", dest);
+        yield* sendCommand(command(dest, "m3", { partitionKey: "k" }));
+        const next = yield* inbox.next();
+        expect([next.sub, labelOf(next.delivery.message)]).toEqual(["second", "m3"]);
+        yield* ack(next);
+      }),
+    );
+
     it.scoped("a nacked message is redelivered with attempt 2 and a new delivery id", () =>
       Effect.gen(function* () {
         const dest = unique("nacked-");
