@@ -163,7 +163,7 @@ export class Dispatcher {
   /** The log's onRecord: queues the record and waits for room in its partition's backlog. */
   offer(record: LogRecord): Promise<void> {
     if (this.closed) return Promise.resolve();
-    const partition = this.partitionOf(record.topic, record.partition);
+    const partition = this.partitionOf(record);
     const tracked: Tracked = {
       record,
       message: fromRecord(record),
@@ -286,14 +286,30 @@ export class Dispatcher {
     return { deliveryId, attempt: t.attempt, message: t.message, record: t.record };
   }
 
-  private partitionOf(topic: string, partition: number): PartitionState {
+  /**
+   * The record's partition. The first record read from a partition after an
+   * assignment pins the group's position there (a group new to a partition
+   * that starts at the end would otherwise start at a later end after the
+   * next rebalance, skipping what it had read but not finished).
+   */
+  private partitionOf(record: LogRecord): PartitionState {
+    const { topic, partition } = record;
     const key = tpKey(topic, partition);
     let state = this.partitions.get(key);
     if (!state) {
       state = { key, topic, partition, pending: [], backlog: [], waiters: [] };
       this.partitions.set(key, state);
+      this.markCommit(state, record.offset);
     }
     return state;
+  }
+
+  private markCommit(p: PartitionState, offset: number): void {
+    this.dirty.set(p.key, { topic: p.topic, partition: p.partition, offset });
+    this.commitTimer ??= setTimeout(() => {
+      this.commitTimer = undefined;
+      this.hooks.run(this.flushCommits());
+    }, COMMIT_INTERVAL_MS);
   }
 
   private backlogLimit(): number {
@@ -412,17 +428,7 @@ export class Dispatcher {
       last = p.pending.shift() as Tracked;
       this.attempts.delete(offsetKey(last.record));
     }
-    if (last) {
-      this.dirty.set(p.key, {
-        topic: p.topic,
-        partition: p.partition,
-        offset: last.record.offset + 1,
-      });
-      this.commitTimer ??= setTimeout(() => {
-        this.commitTimer = undefined;
-        this.hooks.run(this.flushCommits());
-      }, COMMIT_INTERVAL_MS);
-    }
+    if (last) this.markCommit(p, last.record.offset + 1);
   }
 
   private flushCommits(): Effect.Effect<void> {

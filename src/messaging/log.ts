@@ -18,7 +18,11 @@
  *   effect completed (that is the back-pressure).
  * - After every (re)assignment `onAssigned` receives the member's whole
  *   assignment; reading then restarts at the committed offsets, so records
- *   handed over but not committed before come again.
+ *   handed over but not committed before come again. (A partition with no
+ *   committed offset starts at the end as of that assignment: a caller
+ *   that must not skip records commits its first position.)
+ * - `append` is not atomic: when it fails, some records may be stored (and
+ *   a timed-out append may still take effect later).
  */
 import { Context, type Effect, type Scope } from "effect";
 import { StoreUnavailable } from "../common/store-error.js";
