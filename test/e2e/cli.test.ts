@@ -17,6 +17,7 @@ afterAll(() => mesh.close());
 const services = [
   "floworchestrator.datastore.v1.DataStoreService",
   "floworchestrator.memory.v1.MemoryManagerService",
+  "floworchestrator.messaging.v1.MessageBusService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",
