@@ -70,6 +70,16 @@ export interface MeshConfigShape {
     /** Open subscriptions one client (connection) may have at once. */
     readonly maxSubscriptionsPerClient: number;
   };
+  /**
+   * OpenTelemetry, from the standard variables. OTLP export (traces, metrics,
+   * logs) is on when an endpoint is set; the exporters read the other
+   * `OTEL_EXPORTER_OTLP_*` variables (headers, protocol details) themselves,
+   * the tracer `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+   */
+  readonly telemetry: {
+    readonly serviceName: string;
+    readonly otlpEndpoint: Option.Option<string>;
+  };
 }
 
 const port = Config.integer("FO_PORT").pipe(
@@ -180,6 +190,16 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     ),
     maxPayloadBytes: positive("FO_BUS_MAX_PAYLOAD_BYTES", 1024 * 1024, "number of bytes"),
     maxSubscriptionsPerClient: positive("FO_BUS_MAX_SUBSCRIPTIONS_PER_CLIENT", 32),
+  }),
+  telemetry: Config.all({
+    serviceName: Config.string("OTEL_SERVICE_NAME").pipe(
+      Config.withDefault("floworchestrator-mesh"),
+    ),
+    otlpEndpoint: Config.option(
+      Config.string("OTEL_EXPORTER_OTLP_ENDPOINT").pipe(
+        Config.orElse(() => Config.string("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+      ),
+    ),
   }),
 });
 

@@ -9,6 +9,7 @@ import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { Cause, Effect, Exit, Option, Runtime, Stream } from "effect";
 import { CurrentClient, peerKey } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
+import { rpcSpanKey, traceIds } from "../telemetry/rpc.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
 
 export interface Bridge<R> {
@@ -52,9 +53,13 @@ const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
     return Effect.sync(() => signal.removeEventListener("abort", onAbort));
   });
 
-/** Runs the effect with the caller's identity in CurrentClient. */
+/** Runs the effect with the caller's identity in CurrentClient and its trace ids on log lines. */
 const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) =>
-  Effect.locally(effect, CurrentClient, ctx.values.get(peerKey));
+  Effect.locally(
+    Effect.annotateLogs(effect, traceIds(ctx.values.get(rpcSpanKey))),
+    CurrentClient,
+    ctx.values.get(peerKey),
+  );
 
 /**
  * @param runtime  the application's runtime, built once from its layers
@@ -86,7 +91,10 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
     },
     stream: (ctx, stream) =>
       Stream.unwrapScoped(
-        Effect.as(Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)), stream),
+        Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)).pipe(
+          Effect.zipRight(Effect.annotateLogsScoped(traceIds(ctx.values.get(rpcSpanKey)))),
+          Effect.as(stream),
+        ),
       ).pipe(
         Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),
         // toAsyncIterable rejects with Cause.squash, which is the ConnectError we fail with.

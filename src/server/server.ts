@@ -6,12 +6,15 @@
  */
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Context, Duration, Effect, Layer } from "effect";
+import { Context, Duration, Effect, Layer, Runtime } from "effect";
 import { peerKey } from "../common/caller.js";
 import { MeshConfig } from "../config.js";
+import { Telemetry } from "../telemetry/pipeline.js";
+import { rpcTelemetry } from "../telemetry/rpc.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { makeCors } from "./cors.js";
-import { HealthRegistry } from "./health.js";
+import { plainEndpoints } from "./endpoints.js";
+import { HealthRegistry, OVERALL } from "./health.js";
 import { type Handler, listen } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
 import { type AppServices, routes, servedServices } from "./routes.js";
@@ -42,6 +45,7 @@ export const MeshServerLive = Layer.scoped(
   Effect.gen(function* () {
     const config = yield* MeshConfig;
     const health = yield* HealthRegistry;
+    const telemetry = yield* Telemetry;
     const runtime = yield* Effect.runtime<AppServices>();
     const shutdown = new AbortController();
     const connect = connectNodeAdapter({
@@ -51,7 +55,8 @@ export const MeshServerLive = Layer.scoped(
           peerKey,
           `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`,
         ),
-      interceptors: [errorInterceptor(makeDefectReporter(runtime))],
+      // Outermost first: telemetry sees the final status of every call.
+      interceptors: [rpcTelemetry(telemetry), errorInterceptor(makeDefectReporter(runtime))],
       readMaxBytes: config.maxRequestBytes,
       // Compressing small responses costs more CPU and latency than it saves on a mesh network.
       compressMinBytes: COMPRESS_MIN_BYTES,
@@ -61,6 +66,10 @@ export const MeshServerLive = Layer.scoped(
       jsonOptions: { recursionLimit: MESSAGE_DEPTH_LIMIT },
     });
     const cors = makeCors(config.corsOrigins);
+    const plain = plainEndpoints({
+      metrics: (req, res) => telemetry.prometheus.getMetricsRequestHandler(req, res),
+      ready: () => Runtime.runSync(runtime)(health.check(OVERALL)),
+    });
     const handler: Handler = (req, res) => {
       const decision = cors(req.method, req.headers);
       for (const [k, v] of Object.entries(decision.headers)) res.setHeader(k, v);
@@ -69,6 +78,7 @@ export const MeshServerLive = Layer.scoped(
         res.end();
         return;
       }
+      if (req.method === "GET" && plain(req, res)) return;
       connect(req, res);
     };
 

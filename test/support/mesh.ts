@@ -7,6 +7,7 @@ import { appLayer } from "../../src/app.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
 import { HealthRegistry } from "../../src/server/health.js";
 import { MeshServer } from "../../src/server/server.js";
+import type { TelemetryOptions } from "../../src/telemetry/pipeline.js";
 
 export interface TestMesh {
   readonly url: string;
@@ -16,7 +17,10 @@ export interface TestMesh {
   readonly close: () => Promise<void>;
 }
 
-export const startMesh = async (overrides: Partial<MeshConfigShape> = {}): Promise<TestMesh> => {
+export const startMesh = async (
+  overrides: Partial<MeshConfigShape> = {},
+  telemetry: TelemetryOptions = {},
+): Promise<TestMesh> => {
   const defaults = defaultConfig();
   // Embedded backends persist: each mesh gets its own fresh data directory.
   const dataDir = await mkdtemp(join(tmpdir(), "fo-mesh-"));
@@ -27,7 +31,7 @@ export const startMesh = async (overrides: Partial<MeshConfigShape> = {}): Promi
     ...overrides,
   };
   const runtime = ManagedRuntime.make(
-    appLayer(config).pipe(
+    appLayer(config, telemetry).pipe(
       Layer.provide(Logger.json),
       Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)),
     ),

@@ -1,0 +1,107 @@
+/**
+ * The mesh's OpenTelemetry pipeline, built with the OpenTelemetry JS SDK and
+ * owned by one layer (so several meshes in one process never share global
+ * state, and shutting the layer down flushes and stops every exporter):
+ *
+ * - traces: a tracer provider whose sampler comes from
+ *   `OTEL_TRACES_SAMPLER` (parent-based always-on by default), exporting in
+ *   batches over OTLP when an endpoint is configured;
+ * - metrics: a meter provider read by the Prometheus exporter (served at
+ *   `GET /metrics` on the mesh port, never on a port of its own) and, with
+ *   an endpoint, exported periodically over OTLP;
+ * - logs: a logger provider exporting over OTLP with an endpoint.
+ *
+ * Exporters run in the background with bounded queues (the SDK's batch
+ * processors drop what does not fit): an unreachable collector never fails
+ * an RPC nor grows memory without bound.
+ */
+import type { Meter, Tracer } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPLogExporter } from "@opentelemetry/exporter-logs-otlp-proto";
+import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
+import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { resourceFromAttributes } from "@opentelemetry/resources";
+import { BatchLogRecordProcessor, LoggerProvider } from "@opentelemetry/sdk-logs";
+import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
+import {
+  BasicTracerProvider,
+  BatchSpanProcessor,
+  type SpanProcessor,
+} from "@opentelemetry/sdk-trace-base";
+import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
+import { Context, Effect, Layer, Option } from "effect";
+import { MeshConfig } from "../config.js";
+
+export const INSTRUMENTATION_SCOPE = "floworchestrator-mesh";
+const VERSION = "0.1.0";
+
+export interface TelemetryShape {
+  readonly tracerProvider: BasicTracerProvider;
+  readonly tracer: Tracer;
+  readonly meterProvider: MeterProvider;
+  readonly meter: Meter;
+  readonly loggerProvider: LoggerProvider;
+  /** Serves the Prometheus text exposition of every metric. */
+  readonly prometheus: PrometheusExporter;
+  readonly propagator: W3CTraceContextPropagator;
+}
+
+export class Telemetry extends Context.Tag("fo/Telemetry")<Telemetry, TelemetryShape>() {}
+
+export interface TelemetryOptions {
+  /** Extra span processors (tests add an in-memory exporter). */
+  readonly spanProcessors?: ReadonlyArray<SpanProcessor>;
+}
+
+export const telemetryLayer = (options: TelemetryOptions = {}) =>
+  Layer.scoped(
+    Telemetry,
+    Effect.gen(function* () {
+      const { telemetry: config } = yield* MeshConfig;
+      const otlp = Option.isSome(config.otlpEndpoint);
+      const resource = resourceFromAttributes({
+        [ATTR_SERVICE_NAME]: config.serviceName,
+        [ATTR_SERVICE_VERSION]: VERSION,
+      });
+      const tracerProvider = new BasicTracerProvider({
+        resource,
+        spanProcessors: [
+          ...(otlp ? [new BatchSpanProcessor(new OTLPTraceExporter())] : []),
+          ...(options.spanProcessors ?? []),
+        ],
+      });
+      const prometheus = new PrometheusExporter({ preventServerStart: true });
+      const meterProvider = new MeterProvider({
+        resource,
+        readers: [
+          prometheus,
+          ...(otlp
+            ? [new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() })]
+            : []),
+        ],
+      });
+      const loggerProvider = new LoggerProvider({
+        resource,
+        processors: otlp ? [new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() })] : [],
+      });
+      yield* Effect.addFinalizer(() =>
+        Effect.promise(() =>
+          Promise.allSettled([
+            tracerProvider.shutdown(),
+            meterProvider.shutdown(),
+            loggerProvider.shutdown(),
+          ]),
+        ),
+      );
+      return {
+        tracerProvider,
+        tracer: tracerProvider.getTracer(INSTRUMENTATION_SCOPE, VERSION),
+        meterProvider,
+        meter: meterProvider.getMeter(INSTRUMENTATION_SCOPE, VERSION),
+        loggerProvider,
+        prometheus,
+        propagator: new W3CTraceContextPropagator(),
+      };
+    }),
+  );
