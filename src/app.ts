@@ -10,12 +10,14 @@ import { MemoryManagerLive } from "./memory/service.js";
 import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
+import { otelLogs } from "./telemetry/logs.js";
 import { type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
 
 export const appLayer = (config: MeshConfigShape, telemetry: TelemetryOptions = {}) =>
   MeshServerLive.pipe(
     Layer.provide(Layer.mergeAll(DataStoreLive, MemoryManagerLive, MessageBusLive)),
-    Layer.provide(telemetryLayer(telemetry)),
+    Layer.provide(otelLogs),
+    Layer.provideMerge(telemetryLayer(telemetry)),
     Layer.provideMerge(HealthRegistry.Default),
     Layer.provide(Layer.succeed(MeshConfig, config)),
   );
