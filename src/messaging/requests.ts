@@ -4,11 +4,14 @@
  * Request), so a reply reaches the instance whose caller waits for it
  * whichever instance the replier used. A Request sends its command with
  * `reply_to` set and waits for the reply whose `in_reply_to` is the
- * command's id, up to its timeout and the call's deadline; a reply nobody
- * waits for (too late, or for an unknown request) is dropped.
+ * command's id, up to its timeout and the call's deadline; a command with
+ * no expiration time expires with the timeout (nobody acts on a request its
+ * caller gave up on). A reply nobody waits for (too late, or for an unknown
+ * request) is dropped.
  */
 import { create } from "@bufbuild/protobuf";
-import { Deferred, Effect, Scope } from "effect";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { Clock, Deferred, Effect, Scope } from "effect";
 import type {
   ReplyRequest,
   RequestRequest,
@@ -76,7 +79,13 @@ export const makeRequests = (
         });
         yield* V.check(timeout.violations);
         const prepared = yield* prepare("command", req.command, "command", limits);
-        const command = create(EnvelopeSchema, { ...prepared, replyTo: topics.replies });
+        const now = yield* Clock.currentTimeMillis;
+        // Like MassTransit's request timeout: nobody should act on a request its caller gave up on.
+        const command = create(EnvelopeSchema, {
+          ...prepared,
+          replyTo: topics.replies,
+          expireTime: prepared.expireTime ?? timestampFromMs(now + timeout.ms),
+        });
         yield* listen;
         const reply = yield* Deferred.make<Envelope>();
         pending.set(command.messageId, reply);

@@ -958,8 +958,13 @@ const requestTests = (it: It) =>
       Effect.gen(function* () {
         const dest = unique("slow-");
         const id = unique("req-");
+        // The command outlives the request (its own expire_time): a late responder gets it.
+        const expireTime = timestampFromMs(Date.now() + 60_000);
         yield* failure(
-          call("request", { command: command(dest, "late", { messageId: id }), timeout: ms(500) }),
+          call("request", {
+            command: command(dest, "late", { messageId: id, expireTime }),
+            timeout: ms(500),
+          }),
           "DeadlineExceeded",
         );
         // A responder that comes late still gets the command; its reply is dropped.
@@ -978,6 +983,24 @@ const requestTests = (it: It) =>
         const { reply } = yield* Fiber.join(requesting);
         expect([reply?.inReplyTo, labelOf(reply)]).toEqual([id2, "in time"]);
       }),
+    );
+
+    it.scoped(
+      "a request without expire_time expires with its timeout: nobody acts on it later",
+      () =>
+        Effect.gen(function* () {
+          const dest = unique("gone-");
+          yield* failure(
+            call("request", { command: command(dest, "abandoned"), timeout: ms(300) }),
+            "DeadlineExceeded",
+          );
+          const inbox = yield* makeInbox;
+          yield* inbox.commands("responder", dest);
+          yield* sendCommand(command(dest, "fresh"));
+          const next = yield* inbox.next();
+          expect(labelOf(next.delivery.message)).toBe("fresh");
+          yield* ack(next);
+        }),
     );
 
     it.effect("bad requests and replies are InvalidArgument", () =>
