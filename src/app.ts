@@ -12,10 +12,13 @@ import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
 import { otelLogs } from "./telemetry/logs.js";
 import { type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
+import { TelemetryServiceLive } from "./telemetry/service.js";
 
 export const appLayer = (config: MeshConfigShape, telemetry: TelemetryOptions = {}) =>
   MeshServerLive.pipe(
-    Layer.provide(Layer.mergeAll(DataStoreLive, MemoryManagerLive, MessageBusLive)),
+    Layer.provide(
+      Layer.mergeAll(DataStoreLive, MemoryManagerLive, MessageBusLive, TelemetryServiceLive),
+    ),
     Layer.provide(otelLogs),
     Layer.provideMerge(telemetryLayer(telemetry)),
     Layer.provideMerge(HealthRegistry.Default),

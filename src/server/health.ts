@@ -1,18 +1,64 @@
 /**
- * The health registry behind `grpc.health.v1.Health`. Components (the
- * server itself, each backend adapter) report a status under a service name;
- * the overall status `""` is SERVING only while nothing reports NOT_SERVING
- * and the server is not draining.
+ * The health registry behind `grpc.health.v1.Health` and the Telemetry
+ * service's GetHealth / WatchHealth. Components (the server itself, each
+ * backend adapter) report a status under a service name; the overall status
+ * `""` is SERVING only while nothing reports NOT_SERVING and the server is
+ * not draining. Components with a periodic check (`healthFromPing`) also
+ * keep its latency, time and their last error.
  */
-import { Effect, HashMap, Layer, Option, Schedule, Stream, SubscriptionRef } from "effect";
+import {
+  Clock,
+  Duration,
+  Effect,
+  Either,
+  HashMap,
+  Layer,
+  Option,
+  Schedule,
+  Stream,
+  SubscriptionRef,
+} from "effect";
 
 export type ServingStatus = "SERVING" | "NOT_SERVING";
 /** What a watcher of an unknown name sees, per the gRPC health protocol. */
 export type WatchedStatus = ServingStatus | "SERVICE_UNKNOWN";
 
+/** The last periodic check of a component. */
+export interface ComponentCheck {
+  /** How long the check took, in milliseconds. */
+  readonly latencyMs: number;
+  /** When it finished, in epoch milliseconds. */
+  readonly time: number;
+  /** The most recent failed check (caller-safe message), kept after recovery. */
+  readonly lastError: Option.Option<{ readonly message: string; readonly time: number }>;
+}
+
+/** One component as GetHealth shows it. */
+export interface ComponentHealth {
+  readonly name: string;
+  readonly status: ServingStatus;
+  /** None for components without a periodic check. */
+  readonly check: Option.Option<ComponentCheck>;
+}
+
+/** The whole registry at one moment: the overall status and every component, by name. */
+export interface HealthSnapshot {
+  readonly status: ServingStatus;
+  readonly components: ReadonlyArray<ComponentHealth>;
+}
+
+/** What a periodic check reports. */
+export interface CheckReport {
+  readonly status: ServingStatus;
+  readonly latencyMs: number;
+  /** Why it failed, safe to show a caller; ignored when SERVING. */
+  readonly error?: string;
+}
+
 interface State {
   readonly draining: boolean;
   readonly components: HashMap.HashMap<string, ServingStatus>;
+  readonly checks: HashMap.HashMap<string, ComponentCheck>;
 }
 
 /** The name of the whole server in the health protocol. */
@@ -36,9 +82,18 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
     const ref = yield* SubscriptionRef.make<State>({
       draining: false,
       components: HashMap.empty(),
+      checks: HashMap.empty(),
     });
     const watchedStatus = (state: State, name: string): WatchedStatus =>
       Option.getOrElse(statusOf(state, name), () => "SERVICE_UNKNOWN" as const);
+    const snapshotOf = (state: State): HealthSnapshot => ({
+      status: Option.getOrThrow(statusOf(state, OVERALL)),
+      components: [...HashMap.keys(state.components)].sort().map((name) => ({
+        name,
+        status: Option.getOrThrow(statusOf(state, name)),
+        check: HashMap.get(state.checks, name),
+      })),
+    });
 
     return {
       /** Reports a component's status (registers the name on first use). */
@@ -47,6 +102,33 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
           ...s,
           components: HashMap.set(s.components, name, status),
         })),
+      /**
+       * Reports the outcome of a component's periodic check: its status (as
+       * `set` does) with the check's latency and time, and the error when it failed.
+       */
+      report: (name: string, report: CheckReport) =>
+        Effect.flatMap(Clock.currentTimeMillis, (time) =>
+          SubscriptionRef.update(ref, (s) => {
+            const previous = Option.flatMap(HashMap.get(s.checks, name), (c) => c.lastError);
+            const failed = report.status === "NOT_SERVING";
+            const check: ComponentCheck = {
+              latencyMs: report.latencyMs,
+              time,
+              lastError: failed
+                ? Option.some({ message: report.error ?? "check failed", time })
+                : previous,
+            };
+            return {
+              ...s,
+              components: HashMap.set(s.components, name, report.status),
+              checks: HashMap.set(s.checks, name, check),
+            };
+          }),
+        ),
+      /** The overall status and every component with its last check. */
+      snapshot: Effect.map(SubscriptionRef.get(ref), snapshotOf),
+      /** The current snapshot, then one after every update (even one that changes nothing). */
+      snapshots: (): Stream.Stream<HealthSnapshot> => ref.changes.pipe(Stream.map(snapshotOf)),
       /** The status of one name; None when the name was never registered. */
       check: (name: string) => Effect.map(SubscriptionRef.get(ref), (s) => statusOf(s, name)),
       /** Every registered name (and the overall status) with its status. */
@@ -82,18 +164,47 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
 /** How often a backend is pinged for the health service. */
 const BACKEND_CHECK = Schedule.spaced("2 seconds");
 
+/** Longest a ping may take before the check counts as failed. */
+export const CHECK_TIMEOUT = Duration.seconds(3);
+
+class CheckTimedOut {
+  readonly _tag = "CheckTimedOut";
+}
+
 /**
- * Reports a backend's reachability as the health of a service: known before
- * the server starts answering, then every BACKEND_CHECK, until the scope closes.
+ * Reports a backend's reachability as the health of a service, with the
+ * check's latency and error: known before the server starts answering,
+ * then every BACKEND_CHECK, until the scope closes. The error callers see
+ * is generic (no driver message, no address); the cause goes to the log
+ * when the service turns NOT_SERVING.
  */
 export const healthFromPing = <E, R>(serviceName: string, ping: Effect.Effect<void, E, R>) =>
   Layer.scopedDiscard(
     Effect.gen(function* () {
       const health = yield* HealthRegistry;
       const report = ping.pipe(
-        Effect.as("SERVING" as const),
-        Effect.orElseSucceed(() => "NOT_SERVING" as const),
-        Effect.flatMap((status) => health.set(serviceName, status)),
+        Effect.timeoutFail({ duration: CHECK_TIMEOUT, onTimeout: () => new CheckTimedOut() }),
+        Effect.either,
+        Effect.timed,
+        Effect.flatMap(([took, result]) => {
+          const latencyMs = Duration.toMillis(took);
+          if (Either.isRight(result))
+            return health.report(serviceName, { status: "SERVING", latencyMs });
+          const error =
+            result.left instanceof CheckTimedOut
+              ? `no answer within ${Duration.format(CHECK_TIMEOUT)}`
+              : "backend unreachable";
+          return health.check(serviceName).pipe(
+            Effect.tap((before) =>
+              Option.contains(before, "NOT_SERVING")
+                ? Effect.void
+                : Effect.logWarning(`${serviceName} health check failed`, result.left),
+            ),
+            Effect.zipRight(
+              health.report(serviceName, { status: "NOT_SERVING", latencyMs, error }),
+            ),
+          );
+        }),
       );
       yield* report;
       yield* report.pipe(Effect.repeat(BACKEND_CHECK), Effect.forkScoped);

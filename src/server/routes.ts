@@ -7,10 +7,12 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { TelemetryService } from "../../gen/floworchestrator/telemetry/v1/telemetry_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { DataStore } from "../datastore/DataStore.js";
 import { MemoryManager } from "../memory/MemoryManager.js";
 import { MessageBus } from "../messaging/MessageBus.js";
+import { TelemetryPort } from "../telemetry/TelemetryPort.js";
 import type { Bridge } from "./bridge.js";
 import type { HealthRegistry } from "./health.js";
 import { healthService } from "./health-rpc.js";
@@ -18,7 +20,7 @@ import { servePort } from "./port-rpc.js";
 import { registerReflection } from "./reflection.js";
 
 /** What handlers may require from the application's runtime. */
-export type AppServices = HealthRegistry | DataStore | MemoryManager | MessageBus;
+export type AppServices = HealthRegistry | DataStore | MemoryManager | MessageBus | TelemetryPort;
 
 /** Services answered on the port (reflection adds itself). */
 export const servedServices: ReadonlyArray<DescService> = [
@@ -26,6 +28,7 @@ export const servedServices: ReadonlyArray<DescService> = [
   DataStoreService,
   MemoryManagerService,
   MessageBusService,
+  TelemetryService,
 ];
 
 export const routes = (bridge: Bridge<AppServices>) => (router: ConnectRouter) => {
@@ -33,5 +36,6 @@ export const routes = (bridge: Bridge<AppServices>) => (router: ConnectRouter) =
   router.service(DataStoreService, servePort(DataStoreService, DataStore, bridge));
   router.service(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge));
   router.service(MessageBusService, servePort(MessageBusService, MessageBus, bridge));
+  router.service(TelemetryService, servePort(TelemetryService, TelemetryPort, bridge));
   registerReflection(router, servedServices);
 };

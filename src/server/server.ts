@@ -6,7 +6,7 @@
  */
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Context, Duration, Effect, Layer, Runtime } from "effect";
+import { Context, Duration, Effect, Layer, Option, Runtime } from "effect";
 import { peerKey } from "../common/caller.js";
 import { MeshConfig } from "../config.js";
 import { Telemetry } from "../telemetry/pipeline.js";
@@ -82,7 +82,11 @@ export const MeshServerLive = Layer.scoped(
       connect(req, res);
     };
 
-    for (const service of servedServices) yield* health.set(service.typeName, "SERVING");
+    // Services whose backend check already reported keep that status.
+    for (const service of servedServices) {
+      if (Option.isNone(yield* health.check(service.typeName)))
+        yield* health.set(service.typeName, "SERVING");
+    }
 
     const listening = yield* Effect.acquireRelease(
       Effect.tryPromise({

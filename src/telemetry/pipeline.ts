@@ -22,7 +22,11 @@ import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BatchLogRecordProcessor, LoggerProvider } from "@opentelemetry/sdk-logs";
+import {
+  BatchLogRecordProcessor,
+  LoggerProvider,
+  type LogRecordProcessor,
+} from "@opentelemetry/sdk-logs";
 import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics";
 import {
   BasicTracerProvider,
@@ -32,6 +36,7 @@ import {
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
 import { Context, Effect, Layer, Option } from "effect";
 import { MeshConfig } from "../config.js";
+import { ClientSpanIds } from "./span-ids.js";
 
 export const INSTRUMENTATION_SCOPE = "floworchestrator-mesh";
 const VERSION = "0.1.0";
@@ -45,6 +50,8 @@ export interface TelemetryShape {
   /** Serves the Prometheus text exposition of every metric. */
   readonly prometheus: PrometheusExporter;
   readonly propagator: W3CTraceContextPropagator;
+  /** The tracer provider's id generator: lets RecordSpans keep a client span's ids. */
+  readonly spanIds: ClientSpanIds;
 }
 
 export class Telemetry extends Context.Tag("fo/Telemetry")<Telemetry, TelemetryShape>() {}
@@ -52,6 +59,8 @@ export class Telemetry extends Context.Tag("fo/Telemetry")<Telemetry, TelemetryS
 export interface TelemetryOptions {
   /** Extra span processors (tests add an in-memory exporter). */
   readonly spanProcessors?: ReadonlyArray<SpanProcessor>;
+  /** Extra log record processors (tests add an in-memory exporter). */
+  readonly logRecordProcessors?: ReadonlyArray<LogRecordProcessor>;
 }
 
 export const telemetryLayer = (options: TelemetryOptions = {}) =>
@@ -64,8 +73,10 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         [ATTR_SERVICE_NAME]: config.serviceName,
         [ATTR_SERVICE_VERSION]: VERSION,
       });
+      const spanIds = new ClientSpanIds();
       const tracerProvider = new BasicTracerProvider({
         resource,
+        idGenerator: spanIds,
         spanProcessors: [
           ...(otlp ? [new BatchSpanProcessor(new OTLPTraceExporter())] : []),
           ...(options.spanProcessors ?? []),
@@ -83,7 +94,10 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
       });
       const loggerProvider = new LoggerProvider({
         resource,
-        processors: otlp ? [new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() })] : [],
+        processors: [
+          ...(otlp ? [new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() })] : []),
+          ...(options.logRecordProcessors ?? []),
+        ],
       });
       yield* Effect.addFinalizer(() =>
         Effect.promise(() =>
@@ -102,6 +116,7 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         loggerProvider,
         prometheus,
         propagator: new W3CTraceContextPropagator(),
+        spanIds,
       };
     }),
   );

@@ -18,6 +18,7 @@ const services = [
   "floworchestrator.datastore.v1.DataStoreService",
   "floworchestrator.memory.v1.MemoryManagerService",
   "floworchestrator.messaging.v1.MessageBusService",
+  "floworchestrator.telemetry.v1.TelemetryService",
   "grpc.health.v1.Health",
   "grpc.reflection.v1.ServerReflection",
   "grpc.reflection.v1alpha.ServerReflection",

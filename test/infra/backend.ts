@@ -1,11 +1,11 @@
-// The contract each backend module (ferretdb.ts, kafka.ts, hazelcast.ts)
+// The contract each backend module (ferretdb.ts, kafka.ts, hazelcast.ts, jaeger.ts)
 // implements, plus the "provisioned for this pin" marker files.
 import { existsSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { appendLine, cacheDir, type Log } from "./process.js";
 
-export type BackendName = "ferretdb" | "kafka" | "hazelcast";
+export type BackendName = "ferretdb" | "kafka" | "hazelcast" | "jaeger";
 
 export interface Backend {
   readonly name: BackendName;
@@ -46,7 +46,8 @@ export function backendPaths(name: BackendName) {
  * re-provisions on the next `up`.
  */
 export async function provisionOnce(
-  backend: Pick<Backend, "name" | "dir" | "provisionLog">,
+  // `name` is a string: tools that are provisioned but not run (prometheus.ts) use this too.
+  backend: { name: string; dir: string; provisionLog: string },
   pin: string,
   log: Log,
   provision: () => Promise<void>,

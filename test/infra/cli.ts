@@ -1,6 +1,6 @@
 // `npm run infra:up | infra:down | infra:status`.
 // `up` leaves the servers running (they are detached) and exits.
-import { cacheDir, down, status, up } from "./index.js";
+import { cacheDir, down, infraAddresses, prometheusStatus, status, up } from "./index.js";
 
 const log = (line: string) => console.error(line);
 
@@ -24,6 +24,12 @@ async function main(command: string | undefined): Promise<number> {
           `${s.name.padEnd(10)} ${state.padEnd(18)} pid=${s.pid ?? "-"} port=${s.port} log=${s.logFile}`,
         );
       }
+      // Provisioned only; test instances are started (and stopped) by tests.
+      const prom = await prometheusStatus();
+      const state = prom.provisioned ? "provisioned" : "not provisioned";
+      console.log(
+        `${"prometheus".padEnd(10)} ${state.padEnd(18)} test instances=${prom.running.length === 0 ? "-" : prom.running.join(",")} bin=${infraAddresses().prometheus.bin}`,
+      );
       return 0;
     }
     default:

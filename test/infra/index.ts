@@ -1,9 +1,11 @@
 // Real-backend launcher for integration tests: FerretDB (MongoDB protocol),
-// Kafka (KRaft) and Hazelcast, provisioned into .cache/infra/ and run as
-// detached local processes on 127.0.0.1. See cli.ts and global-setup.ts.
+// Kafka (KRaft), Hazelcast and Jaeger, provisioned into .cache/infra/ and run
+// as detached local processes on 127.0.0.1, plus the Prometheus binaries
+// (provisioned only; tests start their own). See cli.ts and global-setup.ts.
 import type { Backend, BackendName } from "./backend.js";
 import { ferretdb, mongodbUri } from "./ferretdb.js";
 import { hazelcast } from "./hazelcast.js";
+import { type JaegerAddresses, jaeger, jaegerAddresses } from "./jaeger.js";
 import { kafka } from "./kafka.js";
 import {
   appendLine,
@@ -17,14 +19,20 @@ import {
   waitUntil,
   withLock,
 } from "./process.js";
+import { prometheusBinaries, provisionPrometheus, stopPrometheusInstances } from "./prometheus.js";
 
 export type { BackendName } from "./backend.js";
 export { cacheDir } from "./process.js";
+// Prometheus is provisioned by `up` but never run by it: tests start their own.
+export { prometheusStatus, startPrometheus } from "./prometheus.js";
 
 export type InfraAddresses = {
   mongodbUri: string;
   kafkaBrokers: string[];
   hazelcastMembers: string[];
+  jaeger: JaegerAddresses;
+  /** Binaries only: start a server with `startPrometheus` (test/infra/prometheus.ts). */
+  prometheus: { bin: string; promtool: string };
 };
 
 export type BackendStatus = {
@@ -48,7 +56,7 @@ const LOCK_TIMEOUT_MS = 30 * 60_000;
 const STOP_GRACE_MS = 30_000;
 
 function backends(): Backend[] {
-  return [ferretdb(), kafka(), hazelcast()];
+  return [ferretdb(), kafka(), hazelcast(), jaeger()];
 }
 
 function addresses(list: Backend[]): InfraAddresses {
@@ -57,10 +65,14 @@ function addresses(list: Backend[]): InfraAddresses {
     if (b === undefined) throw new Error(`unknown backend ${name}`);
     return b.port;
   };
+  const bins = prometheusBinaries();
   return {
     mongodbUri: mongodbUri(port("ferretdb")),
     kafkaBrokers: [`${host}:${port("kafka")}`],
     hazelcastMembers: [`${host}:${port("hazelcast")}`],
+    // Jaeger listens on four ports; its Backend's `port` is the query one.
+    jaeger: jaegerAddresses(),
+    prometheus: { bin: bins.prometheus, promtool: bins.promtool },
   };
 }
 
@@ -134,9 +146,14 @@ export async function upDetailed(opts: { log?: Log } = {}): Promise<UpResult> {
   const log = opts.log ?? (() => {});
   const list = backends();
   return withLock("infra", LOCK_TIMEOUT_MS, async () => {
-    // All three in parallel: go build and mvn overlap, JVMs boot together.
-    const results = await Promise.allSettled(list.map((b) => ensureUp(b, log)));
-    const failures = results.flatMap((r) => (r.status === "rejected" ? [r.reason as Error] : []));
+    // All in parallel: go builds, mvn and apt overlap, JVMs boot together.
+    const [results, prometheus] = await Promise.all([
+      Promise.allSettled(list.map((b) => ensureUp(b, log))),
+      Promise.allSettled([provisionPrometheus({ log })]),
+    ]);
+    const failures = [...results, ...prometheus].flatMap((r) =>
+      r.status === "rejected" ? [r.reason as Error] : [],
+    );
     const started = list.filter((_, i) => {
       const r = results[i];
       return r?.status === "fulfilled" && r.value;
@@ -151,9 +168,10 @@ export async function upDetailed(opts: { log?: Log } = {}): Promise<UpResult> {
 }
 
 /**
- * Provisions (if not cached) and starts FerretDB, Kafka and Hazelcast, or
- * reuses instances that are already running. Resolves once all are ready;
- * on failure rejects with the backend's name and the tail of its log.
+ * Provisions (if not cached) and starts FerretDB, Kafka, Hazelcast and
+ * Jaeger, or reuses instances that are already running, and provisions the
+ * Prometheus binaries. Resolves once all are ready; on failure rejects with
+ * the backend's name and the tail of its log.
  */
 export async function up(opts: { log?: Log } = {}): Promise<InfraAddresses> {
   return (await upDetailed(opts)).addresses;
@@ -161,13 +179,17 @@ export async function up(opts: { log?: Log } = {}): Promise<InfraAddresses> {
 
 /**
  * Stops backends started by this launcher, by the PIDs in their pid files
- * (SIGTERM, then SIGKILL after a grace period). `only` limits it to some.
+ * (SIGTERM, then SIGKILL after a grace period). `only` limits it to some;
+ * without it, Prometheus servers that tests left behind are stopped too.
  */
 export async function down(opts: { only?: BackendName[]; log?: Log } = {}): Promise<void> {
   const log = opts.log ?? (() => {});
   const list = backends().filter((b) => opts.only === undefined || opts.only.includes(b.name));
   await withLock("infra", LOCK_TIMEOUT_MS, async () => {
-    await Promise.all(list.map((b) => stopBackend(b, log)));
+    await Promise.all([
+      ...list.map((b) => stopBackend(b, log)),
+      ...(opts.only === undefined ? [stopPrometheusInstances(log)] : []),
+    ]);
   });
 }
 
