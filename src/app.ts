@@ -10,7 +10,7 @@ import { MemoryManagerLive } from "./memory/service.js";
 import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
-import { otelLogs } from "./telemetry/logs.js";
+import { effectSpans, otelLogs } from "./telemetry/logs.js";
 import { type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
 import { TelemetryServiceLive } from "./telemetry/service.js";
 
@@ -19,7 +19,7 @@ export const appLayer = (config: MeshConfigShape, telemetry: TelemetryOptions = 
     Layer.provide(
       Layer.mergeAll(DataStoreLive, MemoryManagerLive, MessageBusLive, TelemetryServiceLive),
     ),
-    Layer.provide(otelLogs),
+    Layer.provide(Layer.merge(otelLogs, effectSpans)),
     Layer.provideMerge(telemetryLayer(telemetry)),
     Layer.provideMerge(HealthRegistry.Default),
     Layer.provide(Layer.succeed(MeshConfig, config)),

@@ -72,9 +72,10 @@ export interface MeshConfigShape {
   };
   /**
    * OpenTelemetry, from the standard variables. OTLP export (traces, metrics,
-   * logs) is on when an endpoint is set; the exporters read the other
-   * `OTEL_EXPORTER_OTLP_*` variables (headers, protocol details) themselves,
-   * the tracer `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+   * logs, over HTTP/protobuf to `{endpoint}/v1/{signal}`) is on when
+   * `OTEL_EXPORTER_OTLP_ENDPOINT` is set; the exporters read the other
+   * `OTEL_EXPORTER_OTLP_*` variables (headers, timeouts) themselves, the
+   * tracer `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
    */
   readonly telemetry: {
     readonly serviceName: string;
@@ -197,7 +198,7 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     ),
     otlpEndpoint: Config.option(
       Config.string("OTEL_EXPORTER_OTLP_ENDPOINT").pipe(
-        Config.orElse(() => Config.string("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")),
+        Config.map((url) => url.replace(/\/+$/, "")),
       ),
     ),
   }),

@@ -8,6 +8,7 @@ import { Effect, Layer, Option, Redacted, Stream } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MeshConfig } from "../config.js";
 import { healthFromPing } from "../server/health.js";
+import { traceBackend } from "../telemetry/spans.js";
 import { ChangeFeed, ChangeFeedLive } from "./changes.js";
 import { DataStore } from "./DataStore.js";
 import { EmbeddedStore } from "./embedded.js";
@@ -22,7 +23,8 @@ import { makeVersions } from "./versions.js";
 const DataStoreImpl = Layer.effect(
   DataStore,
   Effect.gen(function* () {
-    const store = yield* DocStore;
+    const backend = yield* DocStore;
+    const store = traceBackend(backend, "datastore", { "fo.backend": backend.backend });
     const feed = yield* ChangeFeed;
     const config = yield* MeshConfig;
     const publish = (topic: "service" | "parameter") => ({

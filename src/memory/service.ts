@@ -7,6 +7,7 @@ import { Duration, Effect, Layer } from "effect";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MeshConfig } from "../config.js";
 import { healthFromPing } from "../server/health.js";
+import { traceBackend } from "../telemetry/spans.js";
 import { branchAcceptsWrites, makeBranches } from "./branches.js";
 import { EmbeddedMemoryStore } from "./embedded.js";
 import { makeLocks } from "./locks.js";
@@ -18,7 +19,8 @@ import { makeWatch } from "./watch.js";
 const MemoryManagerImpl = Layer.effect(
   MemoryManager,
   Effect.gen(function* () {
-    const store = yield* MemoryStore;
+    const backend = yield* MemoryStore;
+    const store = traceBackend(backend, "memory", { "fo.backend": backend.backend });
     const { memory: config } = yield* MeshConfig;
     const memory = makeMemory(
       store,

@@ -8,6 +8,7 @@ import { Duration, Effect, Layer } from "effect";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { MeshConfig } from "../config.js";
 import { healthFromPing } from "../server/health.js";
+import { traceBackend } from "../telemetry/spans.js";
 import { makeDeadLetters } from "./dead-letters.js";
 import { EmbeddedMessageLog } from "./embedded.js";
 import { MessageLog } from "./log.js";
@@ -20,7 +21,8 @@ import { makeTopics } from "./topics.js";
 const MessageBusImpl = Layer.scoped(
   MessageBus,
   Effect.gen(function* () {
-    const log = yield* MessageLog;
+    const backend = yield* MessageLog;
+    const log = traceBackend(backend, "messaging", { "fo.backend": backend.backend });
     const { messaging: config } = yield* MeshConfig;
     const topics = makeTopics(config.topicPrefix);
     const limits = { maxPayloadBytes: config.maxPayloadBytes };

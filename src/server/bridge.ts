@@ -6,6 +6,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { withSpanContext } from "@effect/opentelemetry/Tracer";
 import { Cause, Effect, Exit, Option, Runtime, Stream } from "effect";
 import { CurrentClient, peerKey } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
@@ -54,12 +55,15 @@ const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
   });
 
 /** Runs the effect with the caller's identity in CurrentClient and its trace ids on log lines. */
-const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) =>
-  Effect.locally(
-    Effect.annotateLogs(effect, traceIds(ctx.values.get(rpcSpanKey))),
+const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) => {
+  const span = ctx.values.get(rpcSpanKey);
+  const traced = span ? withSpanContext(effect, span.spanContext()) : effect;
+  return Effect.locally(
+    Effect.annotateLogs(traced, traceIds(span)),
     CurrentClient,
     ctx.values.get(peerKey),
   );
+};
 
 /**
  * @param runtime  the application's runtime, built once from its layers

@@ -68,7 +68,8 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
     Telemetry,
     Effect.gen(function* () {
       const { telemetry: config } = yield* MeshConfig;
-      const otlp = Option.isSome(config.otlpEndpoint);
+      const endpoint = Option.getOrUndefined(config.otlpEndpoint);
+      const otlp = endpoint !== undefined;
       const resource = resourceFromAttributes({
         [ATTR_SERVICE_NAME]: config.serviceName,
         [ATTR_SERVICE_VERSION]: VERSION,
@@ -78,7 +79,9 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         resource,
         idGenerator: spanIds,
         spanProcessors: [
-          ...(otlp ? [new BatchSpanProcessor(new OTLPTraceExporter())] : []),
+          ...(otlp
+            ? [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }))]
+            : []),
           ...(options.spanProcessors ?? []),
         ],
       });
@@ -88,14 +91,24 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         readers: [
           prometheus,
           ...(otlp
-            ? [new PeriodicExportingMetricReader({ exporter: new OTLPMetricExporter() })]
+            ? [
+                new PeriodicExportingMetricReader({
+                  exporter: new OTLPMetricExporter({ url: `${endpoint}/v1/metrics` }),
+                }),
+              ]
             : []),
         ],
       });
       const loggerProvider = new LoggerProvider({
         resource,
         processors: [
-          ...(otlp ? [new BatchLogRecordProcessor({ exporter: new OTLPLogExporter() })] : []),
+          ...(otlp
+            ? [
+                new BatchLogRecordProcessor({
+                  exporter: new OTLPLogExporter({ url: `${endpoint}/v1/logs` }),
+                }),
+              ]
+            : []),
           ...(options.logRecordProcessors ?? []),
         ],
       });

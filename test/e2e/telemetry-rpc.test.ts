@@ -13,6 +13,7 @@ import {
   SimpleSpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { clientFor, failureOf, protocolNames } from "../support/clients.js";
 import { setHealth, startMesh, type TestMesh } from "../support/mesh.js";
@@ -83,6 +84,31 @@ describe.each(protocolNames)("%s", (protocol) => {
     abort.abort(); // the client leaves
     const [span] = await spansOf(parent.traceId);
     expect(span?.name).toBe("grpc.health.v1.Health/Watch");
+  });
+});
+
+describe("backend work", () => {
+  it("is a child span of the call's server span", async () => {
+    const parent = traceparent();
+    await clientFor(DataStoreService, "gRPC (h2c)", mesh.url).createEntity(
+      { kind: "flow", document: { name: "traced" } },
+      { headers: { traceparent: parent.header } },
+    );
+    const all = await spansOf(parent.traceId, 2);
+    const server = all.find((s) => s.kind === SpanKind.SERVER);
+    const backend = all.filter((s) => s.name.startsWith("datastore."));
+    expect(server?.name).toBe("floworchestrator.datastore.v1.DataStoreService/CreateEntity");
+    expect(backend.length).toBeGreaterThan(0);
+    for (const span of backend) {
+      expect(span.kind).toBe(SpanKind.CLIENT);
+      expect(span.attributes["fo.backend"]).toBe("embedded");
+    }
+    // Each backend span descends from the server span (directly or through another backend span).
+    const ids = new Set([
+      server?.spanContext().spanId,
+      ...backend.map((s) => s.spanContext().spanId),
+    ]);
+    for (const span of backend) expect(ids.has(span.parentSpanContext?.spanId)).toBe(true);
   });
 });
 

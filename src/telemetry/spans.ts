@@ -1,0 +1,44 @@
+/**
+ * Backend work as child spans of the call's server span: every method of a
+ * storage contract (DocStore, MemoryStore, MessageLog) that returns an
+ * Effect runs in an Effect span `{area}.{method}`, which the
+ * `@effect/opentelemetry` tracer records through the mesh's OpenTelemetry
+ * pipeline (the bridge makes the RPC's span its parent). Plain objects of
+ * methods, held (`branches`) or returned (`collection("entities")`, traced
+ * as `{area}.entities.{method}`), are traced the same way; streams, scoped
+ * values and anything else are left as they are.
+ */
+import { Effect } from "effect";
+
+const isPlainObject = (value: unknown): value is object =>
+  value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
+
+const wrap = <T extends object>(target: T, prefix: string, attributes: Record<string, string>): T =>
+  Object.fromEntries(
+    Object.entries(target).map(([key, value]) => {
+      const name = `${prefix}.${key}`;
+      if (isPlainObject(value)) return [key, wrap(value, name, attributes)];
+      if (typeof value !== "function") return [key, value];
+      return [
+        key,
+        (...args: unknown[]) => {
+          const result: unknown = value(...args);
+          if (Effect.isEffect(result))
+            return Effect.withSpan(result, name, { kind: "client", attributes });
+          if (isPlainObject(result))
+            return wrap(
+              result,
+              typeof args[0] === "string" ? `${prefix}.${args[0]}` : name,
+              attributes,
+            );
+          return result;
+        },
+      ];
+    }),
+  ) as T;
+
+export const traceBackend = <T extends object>(
+  store: T,
+  area: string,
+  attributes: Record<string, string>,
+): T => wrap(store, area, attributes);
