@@ -10,9 +10,10 @@ import { MemoryManagerLive } from "./memory/service.js";
 import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
-import { effectSpans, otelLogs } from "./telemetry/logs.js";
+import { otelLogs } from "./telemetry/logs.js";
 import { type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
 import { TelemetryServiceLive } from "./telemetry/service.js";
+import { effectSpans } from "./telemetry/spans.js";
 
 export const appLayer = (config: MeshConfigShape, telemetry: TelemetryOptions = {}) =>
   MeshServerLive.pipe(

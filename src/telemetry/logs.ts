@@ -4,7 +4,6 @@
  * annotations (including `trace_id` / `span_id` of the call, which also tie
  * the record to its trace) and cause.
  */
-import * as OtelTracing from "@effect/opentelemetry/Tracer";
 import { type LogAttributes, SeverityNumber } from "@opentelemetry/api-logs";
 import { Cause, Effect, HashMap, Layer, Logger, type LogLevel } from "effect";
 import { INSTRUMENTATION_SCOPE, Telemetry } from "./pipeline.js";
@@ -46,16 +45,4 @@ export const otelLogs = Layer.unwrapEffect(
       }),
     );
   }),
-);
-
-/**
- * Effect spans (`Effect.withSpan`, e.g. backend calls, see `spans.ts`) are
- * recorded through the mesh's tracer, by `@effect/opentelemetry`.
- */
-export const effectSpans = Layer.unwrapEffect(
-  Effect.map(Telemetry, ({ tracer }) =>
-    OtelTracing.layerWithoutOtelTracer.pipe(
-      Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)),
-    ),
-  ),
 );

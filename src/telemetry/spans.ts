@@ -8,7 +8,9 @@
  * as `{area}.entities.{method}`), are traced the same way; streams, scoped
  * values and anything else are left as they are.
  */
-import { Effect } from "effect";
+import * as OtelTracing from "@effect/opentelemetry/Tracer";
+import { Effect, Layer } from "effect";
+import { Telemetry } from "./pipeline.js";
 
 const isPlainObject = (value: unknown): value is object =>
   value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype;
@@ -42,3 +44,15 @@ export const traceBackend = <T extends object>(
   area: string,
   attributes: Record<string, string>,
 ): T => wrap(store, area, attributes);
+
+/**
+ * Effect spans (`Effect.withSpan`, e.g. the backend calls above) are
+ * recorded through the mesh's tracer, by `@effect/opentelemetry`.
+ */
+export const effectSpans = Layer.unwrapEffect(
+  Effect.map(Telemetry, ({ tracer }) =>
+    OtelTracing.layerWithoutOtelTracer.pipe(
+      Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)),
+    ),
+  ),
+);
