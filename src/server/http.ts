@@ -27,6 +27,10 @@ export interface Listening {
   readonly close: (drainMs: number) => Promise<void>;
 }
 
+/** HTTP/2 flow-control windows: per stream, and for a whole connection. */
+const STREAM_WINDOW = 1024 * 1024;
+const SESSION_WINDOW = 16 * 1024 * 1024;
+
 /** After the last request ends, how long HTTP/2 sessions get to finish closing. */
 const SESSION_CLOSE_GRACE_MS = 500;
 
@@ -53,8 +57,11 @@ export const listen = async (handler: Handler, host: string, port: number): Prom
   };
 
   const h1 = http.createServer(tracked);
-  const h2 = http2.createServer({}, tracked);
+  // HTTP/2's default 64 KiB flow-control windows stall large requests (a batch
+  // publish, a memory write) on a window update per 64 KiB: open them wider.
+  const h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW } }, tracked);
   h2.on("session", (session) => {
+    session.setLocalWindowSize(SESSION_WINDOW);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
   });
