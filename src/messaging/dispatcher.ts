@@ -137,6 +137,15 @@ export class Dispatcher {
     return this.members.size;
   }
 
+  /** Deliveries awaiting an ack, and records read but not yet finished (in flight included). */
+  get load(): { readonly inFlight: number; readonly unfinished: number } {
+    let unfinished = 0;
+    for (const p of this.partitions.values()) {
+      for (const t of p.pending) if (t.state !== "done") unfinished += 1;
+    }
+    return { inFlight: this.inFlight.size, unfinished };
+  }
+
   join(settings: MemberSettings): void {
     this.members.set(settings.id, { ...settings, inFlight: 0 });
     this.pump();

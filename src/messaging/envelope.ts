@@ -10,7 +10,7 @@
  * | message_type      | `ce_type`                            |
  * | source            | `ce_source`                          |
  * | time              | `ce_time` (RFC 3339)                 |
- * | content_type      | `content-type`, `ce_datacontenttype` |
+ * | content_type      | `content-type`                       |
  * | partition_key     | `ce_partitionkey` and the record key |
  * | kind              | `ce_messagekind` (command / event)   |
  * | correlation_id …  | `ce_correlationid`, `ce_causationid`, `ce_conversationid`, `ce_destination`, `ce_expirationtime`, `ce_replyto`, `ce_inreplyto` |
@@ -192,7 +192,8 @@ export const toRecord = (
   const message = Kafka.binary(event);
   const headers: Record<string, string> = {};
   for (const [key, value] of Object.entries(message.headers)) {
-    if (typeof value === "string") headers[key] = value;
+    // The Kafka binding carries datacontenttype in `content-type` only.
+    if (typeof value === "string" && key !== "ce_datacontenttype") headers[key] = value;
   }
   return {
     topic,

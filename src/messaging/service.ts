@@ -4,10 +4,12 @@
  * the service's health, which follows the backend's.
  */
 import { randomUUID } from "node:crypto";
-import { Duration, Effect, Layer } from "effect";
+import type { Meter } from "@opentelemetry/api";
+import { Duration, Effect, Layer, Option } from "effect";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { MeshConfig } from "../config.js";
 import { healthFromPing } from "../server/health.js";
+import { Telemetry } from "../telemetry/pipeline.js";
 import { traceBackend } from "../telemetry/spans.js";
 import { makeDeadLetters } from "./dead-letters.js";
 import { EmbeddedMessageLog } from "./embedded.js";
@@ -41,6 +43,8 @@ const MessageBusImpl = Layer.scoped(
       limits,
       `${config.kafkaClientId}.replies.${randomUUID()}`,
     );
+    const telemetry = yield* Effect.serviceOption(Telemetry);
+    if (Option.isSome(telemetry)) observeBus(telemetry.value.meter, subscriptions.stats);
     return {
       sendCommand: publisher.sendCommand,
       publishEvent: publisher.publishEvent,
@@ -55,6 +59,35 @@ const MessageBusImpl = Layer.scoped(
     };
   }),
 );
+
+/**
+ * Gauges of this instance's subscriptions: how many are open, deliveries
+ * awaiting an ack, and records read from the log but not finished yet (the
+ * consumer-side backlog).
+ */
+const observeBus = (
+  meter: Meter,
+  stats: () => { subscriptions: number; inFlight: number; unfinished: number },
+) => {
+  const subscriptions = meter.createObservableGauge("messaging.subscriptions", {
+    description: "Open Subscribe streams on this mesh instance",
+  });
+  const inFlight = meter.createObservableGauge("messaging.deliveries.in_flight", {
+    description: "Deliveries sent to subscribers and not yet acknowledged",
+  });
+  const unfinished = meter.createObservableGauge("messaging.backlog", {
+    description: "Records read from the log and not yet acknowledged or dead-lettered",
+  });
+  meter.addBatchObservableCallback(
+    (result) => {
+      const now = stats();
+      result.observe(subscriptions, now.subscriptions);
+      result.observe(inFlight, now.inFlight);
+      result.observe(unfinished, now.unfinished);
+    },
+    [subscriptions, inFlight, unfinished],
+  );
+};
 
 const MessageBusHealth = healthFromPing(
   MessageBusService.typeName,

@@ -299,5 +299,18 @@ export const makeSubscriptions = (
         return yield* unknownDelivery(req.deliveryId);
       });
 
-    return { subscribe, ack, nack };
+    /** What the bus's gauges report: open subscriptions, unacked deliveries, unfinished records. */
+    const stats = () => {
+      let subscriptions = 0;
+      let inFlight = 0;
+      let unfinished = 0;
+      for (const g of groups.values()) {
+        subscriptions += g.dispatcher.size;
+        inFlight += g.dispatcher.load.inFlight;
+        unfinished += g.dispatcher.load.unfinished;
+      }
+      return { subscriptions, inFlight, unfinished };
+    };
+
+    return { subscribe, ack, nack, stats };
   });

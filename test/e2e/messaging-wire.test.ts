@@ -148,6 +148,27 @@ describe("MessageBus over the wire", () => {
     }
   });
 
+  it("gauges on /metrics count open subscriptions and unacknowledged deliveries", async () => {
+    const type = unique("Gauged");
+    const sub = connectSubscription({ group: unique("gauged"), eventTypes: [type] });
+    try {
+      expect((await sub.next()).event.case).toBe("subscribed");
+      await connect().publishEvent({ event: { messageType: type } });
+      const delivery = (await sub.next()).event;
+      if (delivery.case !== "delivery") throw new Error("expected a delivery");
+      const gauge = async (name: string) => {
+        const text = await (await fetch(`${mesh.url}/metrics`)).text();
+        return Number(new RegExp(`^${name}\\{[^}]*\\} (\\d+)`, "m").exec(text)?.[1]);
+      };
+      expect(await gauge("messaging_subscriptions")).toBeGreaterThanOrEqual(1);
+      expect(await gauge("messaging_deliveries_in_flight")).toBeGreaterThanOrEqual(1);
+      expect(await gauge("messaging_backlog")).toBeGreaterThanOrEqual(1);
+      await connect().ack({ deliveryId: delivery.value.deliveryId });
+    } finally {
+      sub.close();
+    }
+  });
+
   it("refuses bad input with the right codes and stays healthy", async () => {
     const missingType = await failureOf(connect().publishEvent({ event: { payload: json(1) } }));
     expect(missingType.code).toBe(Code.InvalidArgument);
