@@ -3,6 +3,7 @@ import { cp, mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { MongoClient } from "mongodb";
 import { type Backend, backendPaths, provisionOnce } from "./backend.js";
+import { downloadModule, goEnv } from "./go.js";
 import { cacheDir, capture, envPort, host, run, spawnDetached } from "./process.js";
 
 export const FERRETDB_VERSION = "v1.24.2";
@@ -14,30 +15,15 @@ const srcDir = join(paths.dir, "src");
 const dataDir = join(paths.dir, "data");
 const stateDir = join(paths.dir, "state");
 
-// No C toolchain needed (FerretDB's SQLite driver is pure Go), and no VCS
-// stamping (the source copy is not a git checkout).
-const goEnv = (): NodeJS.ProcessEnv => ({
-  ...process.env,
-  CGO_ENABLED: "0",
-  GOFLAGS: `${process.env.GOFLAGS ?? ""} -buildvcs=false`.trim(),
-});
-
 async function provision(): Promise<void> {
   const opts = { logFile: paths.provisionLog, env: goEnv() };
   // `go install ...@v1.24.2` builds a binary that panics at startup: the
   // module zip lacks build/version/version.txt (generated from git at
   // release time). So fetch the module source, add that file, build it.
-  // (Run outside the repo so no go.mod/go.work of ours is picked up.)
-  const info = JSON.parse(
-    await capture("go", ["mod", "download", "-json", `${MODULE}@${FERRETDB_VERSION}`], {
-      cwd: cacheDir,
-      env: opts.env,
-    }),
-  ) as { Dir?: string; Error?: string };
-  if (info.Dir === undefined) throw new Error(`go mod download failed: ${info.Error ?? "no Dir"}`);
+  const moduleDir = await downloadModule(MODULE, FERRETDB_VERSION, cacheDir, opts.env);
   await rm(srcDir, { recursive: true, force: true });
   // The module cache is read-only, and cp keeps modes: make the copy writable.
-  await cp(info.Dir, srcDir, { recursive: true });
+  await cp(moduleDir, srcDir, { recursive: true });
   await run("chmod", ["-R", "u+w", srcDir], { ...opts, timeoutMs: 60_000 });
   await writeFile(join(srcDir, "build", "version", "version.txt"), `${FERRETDB_VERSION}\n`);
   await mkdir(join(cacheDir, "bin"), { recursive: true });

@@ -3,6 +3,7 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { type Backend, backendPaths, provisionOnce } from "./backend.js";
+import { downloadModule, goEnv } from "./go.js";
 import {
   cacheDir,
   capture,
@@ -105,33 +106,18 @@ exporters:
 `;
 }
 
-// Pure Go (no C toolchain), no VCS stamping; the default GOCACHE is used,
-// so a rebuild after `rm -rf .cache/infra` only relinks.
-const goEnv = (): NodeJS.ProcessEnv => ({
-  ...process.env,
-  CGO_ENABLED: "0",
-  GOFLAGS: `${process.env.GOFLAGS ?? ""} -buildvcs=false`.trim(),
-});
-
 async function provision(): Promise<void> {
   const opts = { logFile: paths.provisionLog, env: goEnv() };
   // `go install ...@v1.76.0` is refused: Jaeger's go.mod has a replace
   // directive. So fetch the module and build it in place (the module cache
   // copy is read-only, which `go build -o` outside it does not mind).
-  // Run outside the repo so no go.mod/go.work of ours is picked up.
-  const info = JSON.parse(
-    await capture("go", ["mod", "download", "-json", `${MODULE}@${JAEGER_VERSION}`], {
-      cwd: cacheDir,
-      env: opts.env,
-    }),
-  ) as { Dir?: string; Error?: string };
-  if (info.Dir === undefined) throw new Error(`go mod download failed: ${info.Error ?? "no Dir"}`);
+  const moduleDir = await downloadModule(MODULE, JAEGER_VERSION, cacheDir, opts.env);
   await mkdir(join(cacheDir, "bin"), { recursive: true });
   // The version Makefile builds stamp in (otherwise `jaeger version` is empty).
   const ldflags = `-X ${MODULE}/internal/version.latestVersion=${JAEGER_VERSION}`;
   await run("go", ["build", "-trimpath", "-ldflags", ldflags, "-o", binary, "./cmd/jaeger"], {
     ...opts,
-    cwd: info.Dir,
+    cwd: moduleDir,
     timeoutMs: 30 * 60_000,
   });
   const version = await capture(binary, ["version"]);
