@@ -80,6 +80,8 @@ export interface MeshConfigShape {
   readonly telemetry: {
     readonly serviceName: string;
     readonly otlpEndpoint: Option.Option<string>;
+    /** How often metrics are exported over OTLP (`OTEL_METRIC_EXPORT_INTERVAL`, ms). */
+    readonly metricExportInterval: Duration.Duration;
   };
 }
 
@@ -201,6 +203,11 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
         Config.map((url) => url.replace(/\/+$/, "")),
       ),
     ),
+    metricExportInterval: positive(
+      "OTEL_METRIC_EXPORT_INTERVAL",
+      60_000,
+      "number of milliseconds",
+    ).pipe(Config.map(Duration.millis)),
   }),
 });
 

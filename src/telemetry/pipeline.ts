@@ -34,11 +34,13 @@ import {
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
-import { Context, Effect, Layer, Option } from "effect";
+import { Context, Duration, Effect, Layer, Option } from "effect";
 import { MeshConfig } from "../config.js";
 import { ClientSpanIds } from "./span-ids.js";
 
 export const INSTRUMENTATION_SCOPE = "floworchestrator-mesh";
+/** Longest shutdown waits for the exporters' last flush. */
+const SHUTDOWN_FLUSH = Duration.seconds(2);
 const VERSION = "0.1.0";
 
 export interface TelemetryShape {
@@ -94,6 +96,11 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             ? [
                 new PeriodicExportingMetricReader({
                   exporter: new OTLPMetricExporter({ url: `${endpoint}/v1/metrics` }),
+                  exportIntervalMillis: Duration.toMillis(config.metricExportInterval),
+                  exportTimeoutMillis: Math.min(
+                    30_000,
+                    Duration.toMillis(config.metricExportInterval),
+                  ),
                 }),
               ]
             : []),
@@ -112,6 +119,7 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
           ...(options.logRecordProcessors ?? []),
         ],
       });
+      // Shutdown flushes what is queued; a collector that is down must not hold up the exit.
       yield* Effect.addFinalizer(() =>
         Effect.promise(() =>
           Promise.allSettled([
@@ -119,6 +127,11 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             meterProvider.shutdown(),
             loggerProvider.shutdown(),
           ]),
+        ).pipe(
+          // Finalizers run uninterruptibly: let the timeout abandon the flush.
+          Effect.interruptible,
+          Effect.timeout(SHUTDOWN_FLUSH),
+          Effect.ignore,
         ),
       );
       return {

@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto";
 import { Option } from "effect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { defaultConfig } from "../../src/config.js";
 import type { InfraAddresses } from "../infra/index.js";
 import { type PrometheusServer, startPrometheus } from "../infra/prometheus.js";
 import { clientFor } from "../support/clients.js";
@@ -33,6 +34,7 @@ let mesh: TestMesh;
 beforeAll(async () => {
   mesh = await startMesh({
     telemetry: {
+      ...defaultConfig().telemetry,
       serviceName: `mesh-it-${randomBytes(4).toString("hex")}`,
       otlpEndpoint: Option.some(infra.jaeger.otlpHttp),
     },
