@@ -6,8 +6,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { withSpanContext } from "@effect/opentelemetry/Tracer";
-import { Cause, Effect, Exit, Option, Runtime, Stream } from "effect";
+import { makeExternalSpan, withSpanContext } from "@effect/opentelemetry/Tracer";
+import { Cause, Effect, Exit, Option, Runtime, Stream, Tracer } from "effect";
 import { CurrentClient, peerKey } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
 import { rpcSpanKey, traceIds } from "../telemetry/rpc.js";
@@ -54,6 +54,22 @@ const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
     return Effect.sync(() => signal.removeEventListener("abort", onAbort));
   });
 
+/** A stream whose spans (backend work) are children of the call's server span. */
+const withParent = <A, E, R>(ctx: HandlerContext, stream: Stream.Stream<A, E, R>) => {
+  const context = ctx.values.get(rpcSpanKey)?.spanContext();
+  return context
+    ? Stream.provideService(
+        stream,
+        Tracer.ParentSpan,
+        makeExternalSpan({
+          traceId: context.traceId,
+          spanId: context.spanId,
+          traceFlags: context.traceFlags,
+        }),
+      )
+    : stream;
+};
+
 /** Runs the effect with the caller's identity in CurrentClient and its trace ids on log lines. */
 const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) => {
   const span = ctx.values.get(rpcSpanKey);
@@ -97,7 +113,7 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
       Stream.unwrapScoped(
         Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)).pipe(
           Effect.zipRight(Effect.annotateLogsScoped(traceIds(ctx.values.get(rpcSpanKey)))),
-          Effect.as(stream),
+          Effect.as(withParent(ctx, stream)),
         ),
       ).pipe(
         Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),

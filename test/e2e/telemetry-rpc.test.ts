@@ -14,6 +14,7 @@ import {
 } from "@opentelemetry/sdk-trace-base";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { clientFor, failureOf, protocolNames } from "../support/clients.js";
 import { setHealth, startMesh, type TestMesh } from "../support/mesh.js";
@@ -104,6 +105,34 @@ describe("backend work", () => {
       expect(span.attributes["fo.backend"]).toBe("embedded");
     }
     // Each backend span descends from the server span (directly or through another backend span).
+    const ids = new Set([
+      server?.spanContext().spanId,
+      ...backend.map((s) => s.spanContext().spanId),
+    ]);
+    for (const span of backend) expect(ids.has(span.parentSpanContext?.spanId)).toBe(true);
+  });
+});
+
+describe("backend work in a stream", () => {
+  it("is a child span of the stream's server span", async () => {
+    const parent = traceparent();
+    const abort = new AbortController();
+    const stream = clientFor(MessageBusService, "gRPC (h2c)", mesh.url).subscribe(
+      { group: `traced-${randomBytes(4).toString("hex")}`, eventTypes: ["Traced"] },
+      { headers: { traceparent: parent.header }, signal: abort.signal },
+    );
+    await stream[Symbol.asyncIterator]().next(); // subscribed: topics ensured, group joined
+    abort.abort();
+    // The server span ends once the server has seen the stream close.
+    let all = await spansOf(parent.traceId, 2);
+    for (let i = 0; i < 100 && !all.some((s) => s.kind === SpanKind.SERVER); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      all = await spansOf(parent.traceId, 2);
+    }
+    const server = all.find((s) => s.kind === SpanKind.SERVER);
+    expect(server?.name).toBe("floworchestrator.messaging.v1.MessageBusService/Subscribe");
+    const backend = all.filter((s) => s.name.startsWith("messaging."));
+    expect(backend.length).toBeGreaterThan(0);
     const ids = new Set([
       server?.spanContext().spanId,
       ...backend.map((s) => s.spanContext().spanId),
