@@ -271,10 +271,19 @@ export const makeSubscriptions = (
           V.maxItems("delivery_ids", ids, MAX_ACKS),
           ...ids.map((id, i) => V.label(`delivery_ids[${i}]`, id, 256)),
         );
-        const unknown = ids.filter(
-          (id) => ![...groups.values()].some((g) => g.dispatcher.ack(id) !== "unknown"),
-        );
-        if (unknown.length > 0) return yield* unknownDelivery(unknown[0] as string);
+        // Acks are the hot path: no arrays per id, the first unknown id is enough.
+        let unknown: string | undefined;
+        for (const id of ids) {
+          let found = false;
+          for (const g of groups.values()) {
+            if (g.dispatcher.ack(id) !== "unknown") {
+              found = true;
+              break;
+            }
+          }
+          if (!found) unknown ??= id;
+        }
+        if (unknown !== undefined) return yield* unknownDelivery(unknown);
         return {};
       });
 
