@@ -1,0 +1,188 @@
+/**
+ * Go interop: the `go test` program in test/interop/go calls every service
+ * through grpc-go and connect-go against a mesh on embedded backends, and
+ * the README's Go section runs as written.
+ *
+ * The protoc plugins are built once into the git-ignored `.cache/tools/bin`
+ * (test/interop/go-tools.ts); the stubs are generated from proto/ on every
+ * run into the git-ignored test/interop/go/gen, so they never drift from it.
+ * go.mod and go.sum are committed: the run downloads nothing unpinned.
+ */
+import { readFileSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { repoRoot } from "../infra/process.js";
+import { startMesh, type TestMesh } from "../support/mesh.js";
+import { ensureGoTool, exec, goTools, type Output, outputTail, toolsEnv } from "./go-tools.js";
+
+const moduleDir = join(repoRoot, "test/interop/go");
+const template = "test/interop/go/buf.gen.yaml";
+const readmeDir = join(moduleDir, "gen/readme");
+
+/** What `go test` must report as passed: each stack × each service, and the errors. */
+const stacks = ["grpc-go", "connect-h2c", "connect-http1", "grpcweb-http1"];
+const scenarios = ["DataStore", "MemoryManager", "MessageBus", "Telemetry", "Errors"];
+const expectedTests = [
+  ...stacks.flatMap((s) => [`TestMesh/${s}`, ...scenarios.map((c) => `TestMesh/${s}/${c}`)]),
+  "TestMesh",
+  "TestGRPCHealth",
+];
+
+/** The Go environment of every run: our module alone, its go.sum as committed. */
+const goRunEnv = (extra: NodeJS.ProcessEnv = {}) =>
+  toolsEnv({ GOWORK: "off", GOFLAGS: "-buildvcs=false -mod=readonly", ...extra });
+
+interface GoEvent {
+  readonly Action: string;
+  readonly Package?: string;
+  readonly Test?: string;
+  readonly Output?: string;
+}
+
+interface TestResult {
+  action: string;
+  output: string;
+}
+
+let mesh: TestMesh | undefined;
+let provisionMs = 0;
+let built = true;
+let goTest: Output | undefined;
+/** What `go test -v` would have printed: the Output of every JSON event, then stderr. */
+let transcript = "";
+const results = new Map<string, TestResult>();
+let setupFailure: Error | undefined;
+
+/**
+ * Fails the calling test with the reason setup failed (the tool's output
+ * tail): a failed hook would only mark the tests skipped, and under CI
+ * nothing may pass as skipped.
+ */
+const ready = () => {
+  if (setupFailure) throw setupFailure;
+};
+
+const generate = async () => {
+  const out = await exec("node_modules/.bin/buf", ["generate", "--template", template], {
+    env: toolsEnv(),
+    timeoutMs: 120_000,
+  });
+  if (out.code !== 0) {
+    throw new Error(`buf generate --template ${template} failed:\n${outputTail(out)}`);
+  }
+};
+
+const setUp = async () => {
+  const started = Date.now();
+  const plugins = [goTools.protocGenGo, goTools.protocGenGoGrpc, goTools.protocGenConnectGo];
+  built = false;
+  for (const t of plugins) built = (await ensureGoTool(t)).built || built;
+  provisionMs = Date.now() - started;
+  await generate();
+  mesh = await startMesh();
+  goTest = await exec("go", ["test", "-json", "-count=1", "-timeout=300s", "./..."], {
+    cwd: moduleDir,
+    env: goRunEnv({ FO_MESH_URL: mesh.url }),
+    timeoutMs: 600_000,
+  });
+  for (const line of goTest.stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const event = JSON.parse(line) as GoEvent;
+    transcript += event.Output ?? "";
+    if (event.Test === undefined) continue;
+    const result = results.get(event.Test) ?? { action: "run", output: "" };
+    if (event.Action === "output") result.output += event.Output ?? "";
+    else if (["pass", "fail", "skip"].includes(event.Action)) result.action = event.Action;
+    results.set(event.Test, result);
+  }
+  transcript += goTest.stderr;
+};
+
+const transcriptTail = () =>
+  outputTail({ code: goTest?.code ?? null, stdout: transcript, stderr: "" });
+
+beforeAll(async () => {
+  await setUp().catch((e: unknown) => {
+    setupFailure = e instanceof Error ? e : new Error(String(e));
+  });
+});
+
+afterAll(async () => {
+  await mesh?.close();
+  await rm(readmeDir, { recursive: true, force: true });
+});
+
+describe("Go clients (test/interop/go, grpc-go and connect-go)", () => {
+  it.each(expectedTests)("%s", (name) => {
+    ready();
+    const result = results.get(name);
+    const verdict =
+      result === undefined
+        ? `did not run; go test exit ${goTest?.code}, output ends:\n${transcriptTail()}`
+        : result.action === "pass"
+          ? "pass"
+          : `${result.action}:\n${result.output}`;
+    expect(verdict).toBe("pass");
+  });
+
+  it("go test ran exactly those tests and exited 0", () => {
+    ready();
+    expect([...results.keys()].sort(), transcriptTail()).toEqual([...expectedTests].sort());
+    expect(goTest?.code, transcriptTail()).toBe(0);
+  });
+
+  it("the Go sources are gofmt-clean", async () => {
+    ready();
+    const out = await exec("gofmt", ["-l", "mesh_test.go"], { cwd: moduleDir });
+    expect(out.code, out.stderr).toBe(0);
+    expect(out.stdout).toBe("");
+  });
+
+  it("reuses the built plugins quickly", () => {
+    ready();
+    // A build takes seconds to a minute per tool; reusing one is a `go version -m`.
+    const slowReuse = !built && provisionMs >= 5_000;
+    expect(slowReuse, `reusing the plugins took ${provisionMs} ms`).toBe(false);
+  });
+});
+
+describe("README, Clients in other languages, Go", () => {
+  const readme = readFileSync(join(repoRoot, "README.md"), "utf8");
+  const start = readme.indexOf("\n### Go\n");
+  const end = readme.slice(start + 1).search(/\n##+ /);
+  const section = readme.slice(start, end < 0 ? undefined : start + 1 + end);
+  const block = (lang: string) =>
+    new RegExp(`\`\`\`${lang}\\n([\\s\\S]*?)\`\`\``).exec(section)?.[1] ?? "";
+  const generateCommand = block("sh").trim();
+  const client = block("go");
+  const printed = /\/\/\s*prints:\s*(.+)$/m.exec(client)?.[1]?.trim();
+
+  it("has a generation command with the template and a client whose output it states", () => {
+    expect(start).toBeGreaterThan(0);
+    expect(generateCommand).toBe(`npx buf generate --template ${template}`);
+    expect(client).toContain('"http://127.0.0.1:8080"');
+    expect(printed).toBeTruthy();
+  });
+
+  it("generates the clients with its command and runs its client against the mesh", async () => {
+    ready();
+    const gen = await exec("bash", ["-euo", "pipefail", "-c", generateCommand], {
+      env: toolsEnv(),
+      timeoutMs: 120_000,
+    });
+    expect(gen.code, outputTail(gen)).toBe(0);
+    await mkdir(readmeDir, { recursive: true });
+    const main = join(readmeDir, "main.go");
+    await writeFile(main, client.replaceAll("http://127.0.0.1:8080", mesh?.url ?? ""));
+    const fmt = await exec("gofmt", ["-l", main]);
+    expect(fmt.stdout, "the README's Go is not gofmt-clean").toBe("");
+    const ran = await exec("go", ["run", "./gen/readme"], {
+      cwd: moduleDir,
+      env: goRunEnv(),
+      timeoutMs: 110_000,
+    });
+    expect(ran.code, outputTail(ran)).toBe(0);
+    expect(ran.stdout.trim()).toBe(printed);
+  });
+});
