@@ -12,6 +12,7 @@ import { MeshConfig } from "../config.js";
 import { Telemetry } from "../telemetry/pipeline.js";
 import { rpcTelemetry } from "../telemetry/rpc.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
+import { consoleEndpoint } from "./console.js";
 import { makeCors } from "./cors.js";
 import { plainEndpoints } from "./endpoints.js";
 import { HealthRegistry, OVERALL } from "./health.js";
@@ -70,6 +71,7 @@ export const MeshServerLive = Layer.scoped(
       metrics: (req, res) => telemetry.prometheus.getMetricsRequestHandler(req, res),
       ready: () => Runtime.runSync(runtime)(health.check(OVERALL)),
     });
+    const webConsole = yield* consoleEndpoint(config.console);
     const handler: Handler = (req, res) => {
       const decision = cors(req.method, req.headers);
       for (const [k, v] of Object.entries(decision.headers)) res.setHeader(k, v);
@@ -78,7 +80,7 @@ export const MeshServerLive = Layer.scoped(
         res.end();
         return;
       }
-      if (req.method === "GET" && plain(req, res)) return;
+      if (req.method === "GET" && (plain(req, res) || webConsole(req, res))) return;
       connect(req, res);
     };
 
