@@ -1,7 +1,7 @@
 /**
  * Server interceptors: cross-cutting concerns live here, not in handlers.
  */
-import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { CallInfo } from "./bridge.js";
 import { withErrorDetail } from "./errors.js";
 
@@ -14,8 +14,13 @@ export const errorInterceptor =
   (reportDefect: (call: CallInfo, defect: unknown) => ConnectError): Interceptor =>
   (next) =>
   async (req) => {
-    const normalize = (e: unknown): ConnectError =>
-      e instanceof ConnectError ? withErrorDetail(e) : reportDefect(req, e);
+    const normalize = (e: unknown): ConnectError => {
+      if (e instanceof ConnectError) return withErrorDetail(e);
+      // The client went away mid-call (its request stream closed early): not a bug here.
+      if (req.signal.aborted || (e as { code?: unknown })?.code === "ERR_STREAM_PREMATURE_CLOSE")
+        return withErrorDetail(new ConnectError("the client cancelled the call", Code.Canceled));
+      return reportDefect(req, e);
+    };
     try {
       const res = await next(req);
       if (!res.stream) return res;

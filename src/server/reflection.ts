@@ -12,6 +12,8 @@ import {
 } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
 import type { ConnectRouter } from "@connectrpc/connect";
+import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
+import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
   ServerReflection,
   type ServerReflectionRequest,
@@ -38,7 +40,10 @@ interface Index {
   readonly extensions: ReadonlyMap<string, ReadonlyArray<{ number: number; file: DescFile }>>;
 }
 
-const buildIndex = (services: ReadonlyArray<DescService>): Index => {
+const buildIndex = (
+  services: ReadonlyArray<DescService>,
+  extraFiles: ReadonlyArray<DescFile>,
+): Index => {
   const files = new Map<string, DescFile>();
   const symbols = new Map<string, DescFile>();
   const extensions = new Map<string, Array<{ number: number; file: DescFile }>>();
@@ -65,6 +70,7 @@ const buildIndex = (services: ReadonlyArray<DescService>): Index => {
     for (const dep of file.dependencies) addFile(dep);
   };
   for (const s of services) addFile(s.file);
+  for (const f of extraFiles) addFile(f);
   return { services: services.map((s) => s.typeName), files, symbols, extensions };
 };
 
@@ -162,7 +168,11 @@ const respond = (index: Index, req: ServerReflectionRequest): ServerReflectionRe
  * (the reflection services themselves are added).
  */
 export const registerReflection = (router: ConnectRouter, services: ReadonlyArray<DescService>) => {
-  const index = buildIndex([...services, ServerReflection, ServerReflectionAlpha]);
+  // Error details are in no RPC's signature, but clients decode them by name through reflection.
+  const index = buildIndex(
+    [...services, ServerReflection, ServerReflectionAlpha],
+    [ErrorDetailSchema.file, BadRequestSchema.file],
+  );
   router.service(ServerReflection, {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) yield respond(index, req);
