@@ -28,6 +28,8 @@ export interface MeshConfigShape {
   readonly drainTimeout: Duration.Duration;
   /** Minimum level of log lines written to stdout. */
   readonly logLevel: LogLevel.LogLevel;
+  /** Whether `GET /` serves the web console (health, services, memory, messages). */
+  readonly console: boolean;
   /** DataStore backend: MongoDB when a URI is set, else the embedded store. */
   readonly datastore: {
     readonly mongodbUri: Option.Option<Redacted.Redacted<string>>;
@@ -83,7 +85,25 @@ export interface MeshConfigShape {
     /** How often metrics are exported over OTLP (`OTEL_METRIC_EXPORT_INTERVAL`, ms). */
     readonly metricExportInterval: Duration.Duration;
   };
+  /** This process as one node of a mesh of several (split deployment, discovery). */
+  readonly mesh: {
+    /** Services hosted here; calls for the others are forwarded to nodes that host them. */
+    readonly services: ReadonlyArray<HostedService>;
+    /** Node URLs to reach the mesh through (the registry, and services no node is known for yet). */
+    readonly seeds: ReadonlyArray<string>;
+    /** Register in the service registry: on by default when part of a mesh (seeds, or not all services). */
+    readonly register: Option.Option<boolean>;
+    /** Id of this node in the registry; `<hostname>-<port>` when unset. */
+    readonly nodeId: Option.Option<string>;
+    /** URL other nodes reach this one at; the listening address when unset. */
+    readonly advertiseUrl: Option.Option<string>;
+    /** Lease of the registration; renewed every third of it. */
+    readonly lease: Duration.Duration;
+  };
 }
+
+export const hostedServices = ["datastore", "memory", "messaging", "telemetry"] as const;
+export type HostedService = (typeof hostedServices)[number];
 
 const port = Config.integer("FO_PORT").pipe(
   Config.validate({
@@ -131,6 +151,20 @@ const positive = (name: string, fallback: number, unit = "number") =>
 
 const corsOrigins = list("FO_CORS_ORIGINS", "*");
 
+const services = list("FO_SERVICES", hostedServices.join(",")).pipe(
+  Config.mapOrFail((names) => {
+    const unknown = names.filter((n) => !(hostedServices as ReadonlyArray<string>).includes(n));
+    if (unknown.length > 0 || names.length === 0)
+      return Either.left(
+        ConfigError.InvalidData(
+          [],
+          `must name one or more of ${hostedServices.join(", ")}${unknown.length > 0 ? ` (not ${unknown.join(", ")})` : ""}`,
+        ),
+      );
+    return Either.right([...new Set(names)] as HostedService[]);
+  }),
+);
+
 const maxRequestBytes = positive("FO_MAX_REQUEST_BYTES", 4 * 1024 * 1024, "number of bytes");
 
 /** The mesh configuration, as an Effect `Config` (so tests can supply their own provider). */
@@ -141,6 +175,7 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
   corsOrigins,
   drainTimeout: Config.duration("FO_DRAIN_TIMEOUT").pipe(Config.withDefault(Duration.seconds(10))),
   logLevel,
+  console: Config.boolean("FO_CONSOLE").pipe(Config.withDefault(true)),
   datastore: Config.all({
     mongodbUri: Config.option(Config.redacted("FO_MONGODB_URI")),
     mongodbDatabase: Config.string("FO_MONGODB_DATABASE").pipe(
@@ -208,6 +243,24 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
       60_000,
       "number of milliseconds",
     ).pipe(Config.map(Duration.millis)),
+  }),
+  mesh: Config.all({
+    services,
+    seeds: list("FO_MESH_SEEDS", "").pipe(
+      Config.map((urls) => urls.map((u) => u.replace(/\/+$/, ""))),
+    ),
+    register: Config.option(Config.boolean("FO_MESH_REGISTER")),
+    nodeId: Config.option(Config.string("FO_NODE_ID")),
+    advertiseUrl: Config.option(
+      Config.string("FO_ADVERTISE_URL").pipe(Config.map((u) => u.replace(/\/+$/, ""))),
+    ),
+    lease: Config.duration("FO_MESH_LEASE").pipe(
+      Config.validate({
+        message: "must be between 1 second and 1 hour",
+        validation: (d) => Duration.between(d, { minimum: "1 second", maximum: "1 hour" }),
+      }),
+      Config.withDefault(Duration.seconds(10)),
+    ),
   }),
 });
 

@@ -11,3 +11,12 @@ import { FiberRef } from "effect";
 export const peerKey = createContextKey<string>("local", { description: "remote address:port" });
 
 export const CurrentClient: FiberRef.FiberRef<string> = FiberRef.unsafeMake("local");
+
+/**
+ * When the call being served must be answered (epoch ms), if its caller set a
+ * deadline. A call the mesh makes on its behalf gets no more than what is
+ * left, so deadlines shrink across hops.
+ */
+export const CurrentDeadline: FiberRef.FiberRef<number | undefined> = FiberRef.unsafeMake<
+  number | undefined
+>(undefined);

@@ -44,6 +44,15 @@ export class ResourceExhausted extends Data.TaggedError("ResourceExhausted")<Err
 /** A backend is down or unreachable; retrying later may help. */
 export class Unavailable extends Data.TaggedError("Unavailable")<ErrorFields> {}
 export class DeadlineExceeded extends Data.TaggedError("DeadlineExceeded")<ErrorFields> {}
+/**
+ * Another mesh node failed the call with a bug of its own (INTERNAL, UNKNOWN,
+ * DATA_LOSS): its error id ties it to that node's log.
+ */
+export class Internal extends Data.TaggedError("Internal")<
+  ErrorFields & { readonly errorId?: string }
+> {}
+/** The node called does not implement the method (nodes of different versions). */
+export class Unimplemented extends Data.TaggedError("Unimplemented")<ErrorFields> {}
 
 /** Every error a port may fail with. Anything else is a defect (a bug). */
 export type MeshError =
@@ -56,4 +65,6 @@ export type MeshError =
   | Unauthenticated
   | ResourceExhausted
   | Unavailable
-  | DeadlineExceeded;
+  | DeadlineExceeded
+  | Internal
+  | Unimplemented;

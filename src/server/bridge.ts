@@ -8,7 +8,7 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { makeExternalSpan, withSpanContext } from "@effect/opentelemetry/Tracer";
 import { Cause, Effect, Exit, Option, Runtime, Stream, Tracer } from "effect";
-import { CurrentClient, peerKey } from "../common/caller.js";
+import { CurrentClient, CurrentDeadline, peerKey } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
 import { rpcSpanKey, traceIds } from "../telemetry/rpc.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
@@ -70,14 +70,21 @@ const withParent = <A, E, R>(ctx: HandlerContext, stream: Stream.Stream<A, E, R>
     : stream;
 };
 
-/** Runs the effect with the caller's identity in CurrentClient and its trace ids on log lines. */
+const deadlineOf = (ctx: HandlerContext) => {
+  const left = ctx.timeoutMs();
+  return left === undefined ? undefined : Date.now() + left;
+};
+
+/**
+ * Runs the effect with the caller's identity in CurrentClient, its deadline in
+ * CurrentDeadline and its trace ids on log lines.
+ */
 const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) => {
   const span = ctx.values.get(rpcSpanKey);
   const traced = span ? withSpanContext(effect, span.spanContext()) : effect;
-  return Effect.locally(
-    Effect.annotateLogs(traced, traceIds(span)),
-    CurrentClient,
-    ctx.values.get(peerKey),
+  return Effect.annotateLogs(traced, traceIds(span)).pipe(
+    Effect.locally(CurrentClient, ctx.values.get(peerKey)),
+    Effect.locally(CurrentDeadline, deadlineOf(ctx)),
   );
 };
 
@@ -112,6 +119,7 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
     stream: (ctx, stream) =>
       Stream.unwrapScoped(
         Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)).pipe(
+          Effect.zipRight(Effect.locallyScoped(CurrentDeadline, deadlineOf(ctx))),
           Effect.zipRight(Effect.annotateLogsScoped(traceIds(ctx.values.get(rpcSpanKey)))),
           Effect.as(withParent(ctx, stream)),
         ),

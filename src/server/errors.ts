@@ -33,6 +33,8 @@ export const errorTable: { readonly [K in MeshError["_tag"]]: Row } = {
   ResourceExhausted: { status: Code.ResourceExhausted, code: "RESOURCE_ERROR.QUOTA_EXCEEDED" },
   Unavailable: { status: Code.Unavailable, code: "RESOURCE_ERROR.UNAVAILABLE" },
   DeadlineExceeded: { status: Code.DeadlineExceeded, code: "CONNECTION_ERROR.TIMEOUT" },
+  Internal: { status: Code.Internal, code: "SYSTEM_ERROR.INTERNAL" },
+  Unimplemented: { status: Code.Unimplemented, code: "SYSTEM_ERROR.UNIMPLEMENTED" },
 };
 
 /** FlowOrchestrator codes for errors raised by the transport itself (limits, deadlines, bugs). */
@@ -66,6 +68,7 @@ export const meshErrorToConnect = (error: MeshError): ConnectError => {
       code: error.code ?? row.code,
       severity: severities[error.severity ?? "MAJOR"],
       metadata: { ...error.metadata },
+      errorId: error._tag === "Internal" ? error.errorId : undefined,
     },
   });
   if (error._tag === "InvalidArgument") {

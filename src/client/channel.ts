@@ -1,0 +1,232 @@
+/**
+ * One connection to one mesh node, over either client stack the design
+ * names: `@grpc/grpc-js` (instrumented by `@opentelemetry/instrumentation-grpc`,
+ * so a call continues the active trace) or connect-node (Connect protocol
+ * over HTTP/2; the trace context is injected by an interceptor). Both take
+ * protobuf-es messages and fail with a ConnectError carrying the node's
+ * error details, so the layer above does not care which one it talks to.
+ */
+import { createRequire } from "node:module";
+import {
+  type DescMessage,
+  type DescMethodServerStreaming,
+  type DescMethodUnary,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, createContextValues, type Transport } from "@connectrpc/connect";
+import { createConnectTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type * as GrpcJs from "@grpc/grpc-js";
+import { context, propagation } from "@opentelemetry/api";
+import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
+import { instrumentGrpc, useGlobalContext } from "./instrumentation.js";
+
+export interface ChannelCall {
+  readonly signal: AbortSignal;
+  /** Time left for the call, the node's deadline for it; none for an open-ended stream. */
+  readonly timeoutMs: number | undefined;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface Channel {
+  /** The node's base URL, e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  readonly unary: <I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O>,
+    input: MessageShape<I>,
+    call: ChannelCall,
+  ) => Promise<MessageShape<O>>;
+  readonly stream: <I extends DescMessage, O extends DescMessage>(
+    method: DescMethodServerStreaming<I, O>,
+    input: MessageShape<I>,
+    call: ChannelCall,
+  ) => AsyncIterable<MessageShape<O>>;
+  readonly close: () => void;
+}
+
+export type ChannelKind = "grpc" | "connect";
+
+export const openChannel = (kind: ChannelKind, url: string): Channel =>
+  kind === "grpc" ? grpcChannel(url) : connectChannel(url);
+
+// --- connect-node ------------------------------------------------------------
+
+const connectChannel = (url: string): Channel => {
+  useGlobalContext();
+  const sessions = new Http2SessionManager(url);
+  const transport: Transport = createConnectTransport({
+    baseUrl: url,
+    httpVersion: "2",
+    sessionManager: sessions,
+    interceptors: [
+      (next) => (req) => {
+        propagation.inject(context.active(), req.header, {
+          set: (headers, key, value) => headers.set(key, value),
+        });
+        return next(req);
+      },
+    ],
+  });
+  return {
+    url,
+    unary: async (method, input, call) =>
+      (
+        await transport.unary(
+          method,
+          call.signal,
+          call.timeoutMs,
+          call.headers,
+          input,
+          createContextValues(),
+        )
+      ).message,
+    stream: (method, input, call) => {
+      // The call starts when iterated: keep the trace context of the caller.
+      const active = context.active();
+      return {
+        async *[Symbol.asyncIterator]() {
+          const response = await context.with(active, () =>
+            transport.stream(
+              method,
+              call.signal,
+              call.timeoutMs,
+              call.headers,
+              (async function* () {
+                yield input;
+              })(),
+              createContextValues(),
+            ),
+          );
+          yield* response.message;
+        },
+      };
+    },
+    close: () => sessions.abort(),
+  };
+};
+
+// --- @grpc/grpc-js -----------------------------------------------------------
+
+const require = createRequire(import.meta.url);
+let grpcLib: typeof GrpcJs | undefined;
+/**
+ * Loaded through `require` after the instrumentation is enabled: the
+ * instrumentation patches the module when it is required, which an ESM
+ * import would bypass.
+ */
+const grpcJs = (): typeof GrpcJs => {
+  if (grpcLib === undefined) {
+    instrumentGrpc();
+    grpcLib = require("@grpc/grpc-js") as typeof GrpcJs;
+  }
+  return grpcLib;
+};
+
+const codec = <D extends DescMessage>(schema: D) => ({
+  serialize: (m: MessageShape<D>) => Buffer.from(toBinary(schema, m)),
+  deserialize: (b: Buffer) => fromBinary(schema, b),
+});
+
+/** grpc-message is percent-encoded on the wire; grpc-js passes it on as it came. */
+const decodeMessage = (message: string) => {
+  try {
+    return decodeURIComponent(message);
+  } catch {
+    return message;
+  }
+};
+
+/** A grpc-js status → the ConnectError connect-node would have raised for it. */
+const fromServiceError = (error: GrpcJs.ServiceError): ConnectError => {
+  const err = new ConnectError(
+    decodeMessage(error.details),
+    error.code as number as Code,
+    undefined,
+    undefined,
+    error,
+  );
+  const [raw] = error.metadata?.get("grpc-status-details-bin") ?? [];
+  if (raw instanceof Buffer) {
+    for (const any of fromBinary(StatusSchema, raw).details) {
+      err.details.push({
+        type: any.typeUrl.slice(any.typeUrl.lastIndexOf("/") + 1),
+        value: any.value,
+      });
+    }
+  }
+  return err;
+};
+
+const grpcChannel = (url: string): Channel => {
+  const grpc = grpcJs();
+  const client = new grpc.Client(new URL(url).host, grpc.credentials.createInsecure(), {
+    // The mesh's own limit decides; grpc-js would cut responses at 4 MiB.
+    "grpc.max_receive_message_length": -1,
+    "grpc.keepalive_time_ms": 30_000,
+  });
+  const path = (method: { parent: { typeName: string }; name: string }) =>
+    `/${method.parent.typeName}/${method.name}`;
+  const metadata = (headers: Readonly<Record<string, string>>) => {
+    const md = new grpc.Metadata();
+    for (const [k, v] of Object.entries(headers)) md.set(k, v);
+    return md;
+  };
+  const deadline = (call: ChannelCall) => ({
+    deadline: call.timeoutMs === undefined ? Number.POSITIVE_INFINITY : Date.now() + call.timeoutMs,
+  });
+
+  return {
+    url,
+    unary: (method, input, call) =>
+      new Promise((resolve, reject) => {
+        const pending = client.makeUnaryRequest(
+          path(method),
+          codec(method.input).serialize,
+          codec(method.output).deserialize,
+          input,
+          metadata(call.headers),
+          deadline(call),
+          (error, value) =>
+            error || value === undefined
+              ? reject(
+                  error ? fromServiceError(error) : new ConnectError("no response", Code.Internal),
+                )
+              : resolve(value),
+        );
+        call.signal.addEventListener("abort", () => pending.cancel(), { once: true });
+      }),
+    stream: (method, input, call) => {
+      // The call starts when iterated: keep the trace context of the caller.
+      const active = context.active();
+      return {
+        async *[Symbol.asyncIterator]() {
+          const pending = context.with(active, () =>
+            client.makeServerStreamRequest(
+              path(method),
+              codec(method.input).serialize,
+              codec(method.output).deserialize,
+              input,
+              metadata(call.headers),
+              deadline(call),
+            ),
+          );
+          const cancel = () => pending.cancel();
+          call.signal.addEventListener("abort", cancel, { once: true });
+          try {
+            for await (const message of pending)
+              yield message as MessageShape<typeof method.output>;
+          } catch (error) {
+            throw "code" in (error as object)
+              ? fromServiceError(error as GrpcJs.ServiceError)
+              : error;
+          } finally {
+            call.signal.removeEventListener("abort", cancel);
+            pending.cancel();
+          }
+        },
+      };
+    },
+    close: () => client.close(),
+  };
+};

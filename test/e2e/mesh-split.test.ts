@@ -1,0 +1,169 @@
+/**
+ * Split deployment in one process: node A hosts DataStore (so the registry),
+ * node B hosts the other three services and reaches the registry through A.
+ * A client that knows only A calls every service; A forwards what it does
+ * not host to B, found through the registry. Errors, streams, deadlines,
+ * cancellation and trace context cross the hop.
+ */
+import { randomBytes, randomUUID } from "node:crypto";
+import { SpanKind } from "@opentelemetry/api";
+import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { Chunk, Effect, Option, Stream } from "effect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
+import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
+import { clientFor } from "../support/clients.js";
+import { startMesh, type TestMesh } from "../support/mesh.js";
+
+const meshSettings = (over: Partial<MeshConfigShape["mesh"]>): Partial<MeshConfigShape> => ({
+  mesh: { ...defaultConfig().mesh, lease: "2 seconds" as never, ...over },
+});
+
+const spansOfB = new InMemorySpanExporter();
+let a: TestMesh;
+let b: TestMesh;
+/** Runs an effect with a client that knows only node A. */
+let viaA: <X, E>(f: (client: MeshClientShape) => Effect.Effect<X, E>) => Promise<X>;
+
+beforeAll(async () => {
+  a = await startMesh(meshSettings({ services: ["datastore"], register: Option.some(true) }));
+  b = await startMesh(
+    meshSettings({ services: ["memory", "messaging", "telemetry"], seeds: [a.url] }),
+    { spanProcessors: [new SimpleSpanProcessor(spansOfB)] },
+  );
+  viaA = (f) =>
+    Effect.runPromise(
+      Effect.scoped(
+        Effect.flatMap(MeshClient, f).pipe(
+          Effect.provide(MeshClient.layer({ seeds: [a.url], discovery: false })),
+        ),
+      ),
+    );
+  // B is READY in A's registry, and A's router has seen it (the registry watch polls).
+  for (let i = 0; i < 100; i++) {
+    const routed = await viaA((c) =>
+      Effect.either(c.memory.exists({ address: address("probe") }, { timeout: "1 second" })),
+    );
+    if (routed._tag === "Right") break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+});
+afterAll(async () => {
+  await b?.close();
+  await a?.close();
+});
+
+const address = (execution: string) => ({
+  kind: { case: "text" as const, value: `${execution}:flow1:PROCESS:main:step1:json` },
+});
+
+describe("a node forwards what it does not host", () => {
+  it("lists both nodes in the registry with the services they host", async () => {
+    const { services } = await viaA((c) =>
+      c.datastore.listServices({ serviceType: MESH_NODE_TYPE }),
+    );
+    const byUrl = new Map(services.map((s) => [s.endpoints[0], s.capabilities]));
+    expect(byUrl.get(a.url)).toEqual(["floworchestrator.datastore.v1.DataStoreService"]);
+    expect(byUrl.get(b.url)).toEqual([
+      "floworchestrator.memory.v1.MemoryManagerService",
+      "floworchestrator.messaging.v1.MessageBusService",
+      "floworchestrator.telemetry.v1.TelemetryService",
+    ]);
+  });
+
+  it("serves every service through A; what was written through A is in B", async () => {
+    const execution = `e-${randomUUID().slice(0, 8)}`;
+    await viaA((c) =>
+      Effect.gen(function* () {
+        yield* c.datastore.createEntity({ kind: "flows", id: execution, document: { n: 1 } });
+        yield* c.memory.allocate({ address: address(execution), owner: "step1" });
+        yield* c.memory.write({
+          address: address(execution),
+          owner: "step1",
+          data: new TextEncoder().encode("{}"),
+          contentType: "application/json",
+        });
+        yield* c.messaging.publishEvent({
+          event: { messageType: "FlowStarted", payload: new TextEncoder().encode("{}") },
+        });
+        const health = yield* c.telemetry.getHealth({});
+        expect(health.components.length).toBeGreaterThan(0);
+      }),
+    );
+    const direct = await Effect.runPromise(
+      Effect.scoped(
+        Effect.flatMap(MeshClient, (c) => c.memory.read({ address: address(execution) })).pipe(
+          Effect.provide(MeshClient.layer({ seeds: [b.url], discovery: false })),
+        ),
+      ),
+    );
+    expect(new TextDecoder().decode(direct.data)).toBe("{}");
+  });
+
+  it("returns the hosting node's error with its FlowOrchestrator detail", async () => {
+    const error = await viaA((c) => Effect.flip(c.memory.read({ address: address("missing") })));
+    expect(error._tag).toBe("NotFound");
+    expect(error.code).toBe("RESOURCE_ERROR.NOT_FOUND");
+    const bad = await viaA((c) =>
+      Effect.flip(c.memory.read({ address: { kind: { case: "text", value: "a:b" } } })),
+    );
+    expect(bad._tag).toBe("InvalidArgument");
+    expect(bad._tag === "InvalidArgument" && bad.violations[0]?.field).toBe("address");
+  });
+
+  it("forwards server streams", async () => {
+    const events = await viaA((c) =>
+      c.memory
+        .watchMemory({ executionId: "e-stream" })
+        .pipe(Stream.take(1), Stream.runCollect, Effect.map(Chunk.toArray)),
+    );
+    expect(events).toHaveLength(1);
+  });
+
+  it("shrinks the deadline across the hop and cancels the work downstream", async () => {
+    const started = Date.now();
+    const error = await viaA((c) =>
+      Effect.flip(
+        c.messaging.request(
+          {
+            command: { messageType: "Validate", destination: "nobody" },
+            timeout: { seconds: 5n },
+          },
+          { timeout: "200 millis" },
+        ),
+      ),
+    );
+    const elapsed = Date.now() - started;
+    expect(error._tag).toBe("DeadlineExceeded");
+    expect(elapsed).toBeLessThan(2000);
+    // B's own handling of the call ended with the deadline, not after its 5 s timeout.
+    const spanOfB = () =>
+      spansOfB
+        .getFinishedSpans()
+        .find((s) => s.name === "floworchestrator.messaging.v1.MessageBusService/Request");
+    for (let i = 0; i < 50 && spanOfB() === undefined; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    expect(spanOfB()?.attributes["rpc.grpc.status_code"]).toBeOneOf([1, 4]);
+    expect(Date.now() - started).toBeLessThan(2000);
+  });
+
+  it("continues the caller's trace on the forwarded hop", async () => {
+    const traceId = randomBytes(16).toString("hex");
+    const traceparent = `00-${traceId}-${randomBytes(8).toString("hex")}-01`;
+    await clientFor(MemoryManagerService, "Connect over HTTP/1.1", a.url).exists(
+      { address: address("traced") },
+      { headers: { traceparent } },
+    );
+    const ofTrace = () =>
+      spansOfB.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
+    for (let i = 0; i < 50 && ofTrace().length < 3; i++)
+      await new Promise((r) => setTimeout(r, 20));
+    // A's forwarding call (grpc-js, instrumented) is the parent of B's server span.
+    const hop = ofTrace().find((s) => s.name === `grpc.${MemoryManagerService.typeName}/Exists`);
+    const served = ofTrace().find((s) => s.name === `${MemoryManagerService.typeName}/Exists`);
+    expect(hop?.kind).toBe(SpanKind.CLIENT);
+    expect(served?.kind).toBe(SpanKind.SERVER);
+    expect(served?.parentSpanContext?.spanId).toBe(hop?.spanContext().spanId);
+  });
+});
