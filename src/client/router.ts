@@ -23,6 +23,9 @@ import type { Router } from "./service-client.js";
 /** Service type under which mesh nodes register themselves. */
 export const MESH_NODE_TYPE = "mesh-node";
 
+/** Error code of a call no node could be found for: nothing was sent, so any call may retry. */
+export const NO_ENDPOINT = "CONNECTION_ERROR.NO_ENDPOINT";
+
 export type RegistryWatch = Stream.Stream<WatchServicesResponse, MeshError>;
 
 /** Reconnecting the registry watch after it failed (the registry's node went away). */
@@ -135,7 +138,7 @@ export const makeRouter = (options: RouterOptions): RegistryRouter => {
           return Effect.fail(
             new Unavailable({
               message: `no live mesh node hosts ${service}`,
-              code: "CONNECTION_ERROR.NO_ENDPOINT",
+              code: NO_ENDPOINT,
               metadata: { service },
             }),
           );

@@ -9,7 +9,8 @@
  * deadline of the call being served (CurrentDeadline), so deadlines shrink
  * across hops. Interrupting the effect cancels the call. UNAVAILABLE is
  * retried on the next node with the given Schedule, only for methods the
- * proto declares free of side effects or idempotent; a stream is retried
+ * proto declares free of side effects or idempotent, or when no node could
+ * be found at all (nothing was sent); a stream is retried
  * only before its first message (a watch that already delivered would
  * replay). Each call continues the trace of the current Effect span.
  */
@@ -31,6 +32,7 @@ import { CurrentDeadline } from "../common/caller.js";
 import { DeadlineExceeded, type MeshError } from "../common/errors.js";
 import type { Channel } from "./channel.js";
 import { connectToMeshError } from "./errors.js";
+import { NO_ENDPOINT } from "./router.js";
 
 export interface CallOptions {
   /** Overrides the client's default timeout for this call. */
@@ -163,12 +165,10 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
               catch: connectToMeshError,
             }).pipe(Effect.tapError(markFailed(router, channel)));
           });
-          return yield* retryable
-            ? Effect.retry(attempt, {
-                schedule: settings.retry,
-                while: (e) => e._tag === "Unavailable",
-              })
-            : attempt;
+          return yield* Effect.retry(attempt, {
+            schedule: settings.retry,
+            while: (e) => e._tag === "Unavailable" && (retryable || e.code === NO_ENDPOINT),
+          });
         });
     } else if (method.methodKind === "server_streaming") {
       const streaming = method as DescMethodServerStreaming;
@@ -206,7 +206,7 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
             const withRetry = (): Stream.Stream<unknown, MeshError> =>
               open.pipe(
                 Stream.catchAll((e) =>
-                  retryable && !received && e._tag === "Unavailable"
+                  e._tag === "Unavailable" && !received && (retryable || e.code === NO_ENDPOINT)
                     ? Stream.unwrap(
                         driver.next(e).pipe(
                           Effect.as(withRetry()),
