@@ -4,7 +4,6 @@
  * FlowOrchestrator detail, per-call deadlines, and retries on UNAVAILABLE
  * only where the proto says a method is safe to repeat.
  */
-import { createServer } from "node:net";
 import { Chunk, Effect, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -12,6 +11,7 @@ import {
   type MeshClientOptions,
   type MeshClientShape,
 } from "../../src/client/index.js";
+import { freePort } from "../infra/process.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
 
 let mesh: TestMesh;
@@ -19,11 +19,7 @@ let mesh: TestMesh;
 let deadUrl: string;
 beforeAll(async () => {
   mesh = await startMesh();
-  const probe = createServer().listen(0, "127.0.0.1");
-  await new Promise((r) => probe.once("listening", r));
-  const { port } = probe.address() as { port: number };
-  await new Promise((r) => probe.close(r));
-  deadUrl = `http://127.0.0.1:${port}`;
+  deadUrl = `http://127.0.0.1:${await freePort()}`;
 });
 afterAll(() => mesh.close());
 

@@ -4,10 +4,16 @@
  * demonstrate. Streaming examples (Ctrl+C) are left out.
  */
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { freePort } from "../infra/process.js";
+import { clientFor } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
+import { poll } from "../support/poll.js";
+import { type MeshProcess, spawnMesh } from "../support/process.js";
 
 const run = promisify(execFile);
 const readme = readFileSync("README.md", "utf8");
@@ -80,5 +86,60 @@ describe("README MessageBus subscription examples", () => {
     );
     expect(result.code, result.out).toBe(124); // still streaming when stopped
     expect(result.out).toContain('"subscribed"');
+  });
+});
+
+/** The TypeScript client example runs as written (its import resolves through the package's exports). */
+describe("README TypeScript client", () => {
+  it("prints what its comment says", { timeout: 60_000 }, async () => {
+    const section = readme.slice(readme.indexOf("\n### TypeScript\n"));
+    const code = /```ts\n([\s\S]*?)```/.exec(section)?.[1] ?? "";
+    const expected = /\/\/ prints: (.*)$/m.exec(code)?.[1];
+    expect(expected).toBeDefined();
+    mkdirSync(".cache", { recursive: true });
+    const dir = mkdtempSync(join(".cache", "readme-ts-"));
+    const file = join(dir, "client.ts");
+    writeFileSync(file, code.replaceAll("http://127.0.0.1:8080", mesh.url));
+    try {
+      const { stdout } = await run(process.execPath, ["--import", "tsx", file]);
+      expect(stdout.trim()).toBe(expected);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+/** The two-node example: each line started as written (ports swapped for free ones), B's services reached through A. */
+describe("README mesh of nodes", () => {
+  it("starts the two nodes as shown and A forwards to B", { timeout: 60_000 }, async () => {
+    const section = readme.slice(readme.indexOf("\n## A mesh of nodes\n"));
+    const lines = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? "")
+      .split("\n")
+      .filter((l) => l.endsWith("npm start"));
+    expect(lines).toHaveLength(2);
+    const ports = await Promise.all([freePort(), freePort()]);
+    const nodes: MeshProcess[] = [];
+    try {
+      for (const line of lines) {
+        const env = Object.fromEntries(
+          line
+            .replace(" npm start", "")
+            .replaceAll("8081", String(ports[0]))
+            .replaceAll("8082", String(ports[1]))
+            .split(" ")
+            .map((kv) => kv.split("=") as [string, string]),
+        );
+        nodes.push(await spawnMesh(env));
+      }
+      const bus = clientFor(MessageBusService, "gRPC (h2c)", `http://127.0.0.1:${ports[0]}`);
+      // B is found once A's registry watch has seen it register.
+      const receipt = await poll("a publish forwarded by A", () =>
+        bus.publishEvent({ event: { messageType: "ReadmeChecked", payload: new Uint8Array() } }),
+      );
+      expect(receipt.receipt?.messageId).not.toBe("");
+    } finally {
+      for (const node of nodes) node.child.kill("SIGTERM");
+      await Promise.all(nodes.map((n) => n.exited));
+    }
   });
 });

@@ -5,7 +5,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, existsSync, openSync } from "node:fs";
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { provisionOnce } from "./backend.js";
 import {
@@ -13,6 +12,7 @@ import {
   backendError,
   cacheDir,
   capture,
+  freePort,
   host,
   isAlive,
   type Log,
@@ -131,20 +131,6 @@ export type PrometheusServer = {
   /** SIGTERM (SIGKILL after 10 s) by PID, then removes `dir`. Idempotent. */
   stop(): Promise<void>;
 };
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      server.close(() => {
-        if (address !== null && typeof address === "object") resolve(address.port);
-        else reject(new Error("no port"));
-      });
-    });
-  });
-}
 
 function scrapeConfig(o: Required<Omit<PrometheusOptions, "readyTimeoutMs">>): string {
   const every = `${o.scrapeIntervalMs}ms`;

@@ -19,6 +19,7 @@ import {
   type MeshError,
 } from "../../src/client/index.js";
 import type { InfraAddresses } from "../infra/index.js";
+import { poll } from "../support/poll.js";
 import { type MeshProcess, spawnMesh } from "../support/process.js";
 
 const infra: InfraAddresses = inject("infra");
@@ -42,16 +43,6 @@ let b: MeshProcess;
 let c: MeshProcess;
 let runtime: ManagedRuntime.ManagedRuntime<MeshClient, never>;
 let client: MeshClientShape;
-
-const poll = async <A>(what: string, probe: () => Promise<A | undefined>, ms = 30_000) => {
-  const until = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`${what}: nothing within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-};
 
 const call = <X, E extends MeshError>(effect: Effect.Effect<X, E>) => Effect.runPromise(effect);
 

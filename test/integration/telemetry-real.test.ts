@@ -16,19 +16,9 @@ import type { InfraAddresses } from "../infra/index.js";
 import { type PrometheusServer, startPrometheus } from "../infra/prometheus.js";
 import { clientFor } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
+import { poll } from "../support/poll.js";
 
 const infra: InfraAddresses = inject("infra");
-
-/** Polls until `probe` yields a value, or fails after `ms`. */
-const poll = async <A>(what: string, probe: () => Promise<A | undefined>, ms = 30_000) => {
-  const until = Date.now() + ms;
-  for (;;) {
-    const value = await probe().catch(() => undefined);
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`${what}: nothing within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 250));
-  }
-};
 
 let mesh: TestMesh;
 beforeAll(async () => {

@@ -8,24 +8,12 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { closeSync, openSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { Kafka, logLevel } from "kafkajs";
 import { cacheDir } from "../infra/index.js";
-import { run, waitUntil } from "../infra/process.js";
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
+import { freePort, run, waitUntil } from "../infra/process.js";
 
 /**
  * A single-node KRaft broker of this test's own (the shared one must stay
