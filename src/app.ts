@@ -21,9 +21,10 @@ import { DataStoreLive } from "./datastore/service.js";
 import { MemoryManager } from "./memory/MemoryManager.js";
 import { MemoryManagerLive } from "./memory/service.js";
 import { MeshNodeLive } from "./mesh/node.js";
+import { serviceOf } from "./mesh/services.js";
 import { MessageBus } from "./messaging/MessageBus.js";
 import { MessageBusLive } from "./messaging/service.js";
-import { HealthRegistry } from "./server/health.js";
+import { HealthRegistry, healthFromPing } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
 import { otelLogs } from "./telemetry/logs.js";
 import { Telemetry, type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
@@ -59,17 +60,44 @@ const forwardingClient = (config: MeshConfigShape) =>
     }),
   );
 
-const forwarded = <I, S>(tag: Context.Tag<I, S>, pick: (client: MeshClientShape) => S) =>
-  Layer.effect(tag, Effect.map(MeshClient, pick));
+/**
+ * A port served by forwarding. Its health is whether somewhere to send the
+ * calls is known: a live node hosting the service, or a seed.
+ */
+const forwarded = <I, S>(
+  config: MeshConfigShape,
+  name: HostedService,
+  tag: Context.Tag<I, S>,
+  pick: (client: MeshClientShape) => S,
+) =>
+  Layer.merge(
+    Layer.effect(tag, Effect.map(MeshClient, pick)),
+    healthFromPing(
+      serviceOf[name].typeName,
+      Effect.flatMap(MeshClient, (client) =>
+        client.nodes(serviceOf[name]).length > 0 || config.mesh.seeds.length > 0
+          ? Effect.void
+          : Effect.fail(`no live node hosts ${serviceOf[name].typeName}`),
+      ),
+    ),
+  );
 
 /** The four ports: hosted ones on their backends, the others forwarded. */
 const portsLayer = (config: MeshConfigShape) => {
   const hosts = (s: HostedService) => config.mesh.services.includes(s);
   const ports = Layer.mergeAll(
-    hosts("datastore") ? DataStoreLive : forwarded(DataStore, (c) => c.datastore),
-    hosts("memory") ? MemoryManagerLive : forwarded(MemoryManager, (c) => c.memory),
-    hosts("messaging") ? MessageBusLive : forwarded(MessageBus, (c) => c.messaging),
-    hosts("telemetry") ? TelemetryServiceLive : forwarded(TelemetryPort, (c) => c.telemetry),
+    hosts("datastore")
+      ? DataStoreLive
+      : forwarded(config, "datastore", DataStore, (c) => c.datastore),
+    hosts("memory")
+      ? MemoryManagerLive
+      : forwarded(config, "memory", MemoryManager, (c) => c.memory),
+    hosts("messaging")
+      ? MessageBusLive
+      : forwarded(config, "messaging", MessageBus, (c) => c.messaging),
+    hosts("telemetry")
+      ? TelemetryServiceLive
+      : forwarded(config, "telemetry", TelemetryPort, (c) => c.telemetry),
   );
   type Hosted = Layer.Layer<
     Layer.Layer.Success<typeof ports>,

@@ -29,7 +29,9 @@ export const instrumentGrpc = (): GrpcInstrumentation => {
 
 /**
  * Where the grpc-js client spans go: the mesh hands in its own tracer
- * provider; otherwise the global one (an application's SDK) is used.
+ * provider; otherwise the global one (an application's SDK) is used. The
+ * instrumentation is one per process, so with several meshes in one process
+ * (tests) the last one set wins.
  */
 export const traceGrpcCallsWith = (provider: TracerProvider) =>
   instrumentGrpc().setTracerProvider(provider);

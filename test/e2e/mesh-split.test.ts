@@ -10,11 +10,14 @@ import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { Chunk, Effect, Option, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
 import { clientFor } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
+import { poll } from "../support/poll.js";
 
 const meshSettings = (over: Partial<MeshConfigShape["mesh"]>): Partial<MeshConfigShape> => ({
   mesh: { ...defaultConfig().mesh, lease: "2 seconds" as never, ...over },
@@ -165,5 +168,25 @@ describe("a node forwards what it does not host", () => {
     expect(hop?.kind).toBe(SpanKind.CLIENT);
     expect(served?.kind).toBe(SpanKind.SERVER);
     expect(served?.parentSpanContext?.spanId).toBe(hop?.spanContext().spanId);
+  });
+
+  it("reports a forwarded service SERVING only while a node hosting it is known", async () => {
+    const health = (url: string, service: string) =>
+      clientFor(Health, "gRPC (h2c)", url)
+        .check({ service })
+        .then((r) => HealthCheckResponse_ServingStatus[r.status]);
+    // Health checks run every 2 s: A may not have checked since B joined.
+    await poll("MemoryManager SERVING on A", async () =>
+      (await health(a.url, MemoryManagerService.typeName)) === "SERVING" ? true : undefined,
+    );
+    // A node alone, without seeds: nowhere to send MemoryManager calls. (Last: a mesh started in
+    // this process takes over the grpc-js instrumentation's tracer provider.)
+    const lone = await startMesh(meshSettings({ services: ["datastore"] }));
+    try {
+      expect(await health(lone.url, DataStoreService.typeName)).toBe("SERVING");
+      expect(await health(lone.url, MemoryManagerService.typeName)).toBe("NOT_SERVING");
+    } finally {
+      await lone.close();
+    }
   });
 });
