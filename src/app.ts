@@ -18,6 +18,7 @@ import { MESH_NODE_TYPE } from "./client/router.js";
 import { type HostedService, hostedServices, MeshConfig, type MeshConfigShape } from "./config.js";
 import { DataStore } from "./datastore/DataStore.js";
 import { DataStoreLive } from "./datastore/service.js";
+import { ownedByPrincipal } from "./memory/identity.js";
 import { MemoryManager } from "./memory/MemoryManager.js";
 import { MemoryManagerLive } from "./memory/service.js";
 import { MeshNodeLive } from "./mesh/node.js";
@@ -26,6 +27,7 @@ import { MessageBus } from "./messaging/MessageBus.js";
 import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry, healthFromPing } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
+import { tlsOptions } from "./server/tls.js";
 import { otelLogs } from "./telemetry/logs.js";
 import { Telemetry, type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
 import { TelemetryServiceLive } from "./telemetry/service.js";
@@ -42,9 +44,14 @@ const forwardingClient = (config: MeshConfigShape) =>
     Effect.gen(function* () {
       const telemetry = yield* Telemetry;
       const local = yield* Effect.serviceOption(DataStore);
+      // Over TLS, a node trusts the mesh's CA and shows its own certificate to its peers.
+      const tls = tlsOptions(config.security);
       return yield* makeMeshClient({
         seeds: config.mesh.seeds,
         transport: "grpc",
+        // Its own calls (registration, the registry watch); forwarded calls carry their caller's.
+        token: Option.getOrUndefined(config.security.meshToken),
+        tls: tls && { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer },
         tracerProvider: telemetry.tracerProvider,
         node: {
           url: Option.getOrElse(config.mesh.advertiseUrl, () => ""),
@@ -90,7 +97,9 @@ const portsLayer = (config: MeshConfigShape) => {
       ? DataStoreLive
       : forwarded(config, "datastore", DataStore, (c) => c.datastore),
     hosts("memory")
-      ? MemoryManagerLive
+      ? Layer.effect(MemoryManager, Effect.map(MemoryManager, ownedByPrincipal)).pipe(
+          Layer.provide(MemoryManagerLive),
+        )
       : forwarded(config, "memory", MemoryManager, (c) => c.memory),
     hosts("messaging")
       ? MessageBusLive

@@ -85,6 +85,22 @@ export interface MeshConfigShape {
     /** How often metrics are exported over OTLP (`OTEL_METRIC_EXPORT_INTERVAL`, ms). */
     readonly metricExportInterval: Duration.Duration;
   };
+  /** Who may call, over what, and how much. */
+  readonly security: {
+    /** JSON file of hashed bearer tokens with their principals and allowed methods. */
+    readonly authTokensFile: Option.Option<string>;
+    /** This node's own token for the calls it makes itself (registration, registry watch). */
+    readonly meshToken: Option.Option<Redacted.Redacted<string>>;
+    /** PEM certificate and key: serve TLS (h2 and http/1.1 by ALPN) instead of cleartext. */
+    readonly tlsCert: Option.Option<string>;
+    readonly tlsKey: Option.Option<string>;
+    /** PEM CA: require client certificates signed by it (mTLS); the principal is their subject CN. */
+    readonly tlsClientCa: Option.Option<string>;
+    /** Requests per second per client (principal, or connection without auth); 0: no limit. */
+    readonly rateLimit: number;
+    /** Server streams one client may have open at once. */
+    readonly maxStreamsPerClient: number;
+  };
   /** This process as one node of a mesh of several (split deployment, discovery). */
   readonly mesh: {
     /** Services hosted here; calls for the others are forwarded to nodes that host them. */
@@ -244,6 +260,28 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
       "number of milliseconds",
     ).pipe(Config.map(Duration.millis)),
   }),
+  security: Config.all({
+    authTokensFile: Config.option(Config.string("FO_AUTH_TOKENS_FILE")),
+    meshToken: Config.option(Config.redacted("FO_MESH_TOKEN")),
+    tlsCert: Config.option(Config.string("FO_TLS_CERT")),
+    tlsKey: Config.option(Config.string("FO_TLS_KEY")),
+    tlsClientCa: Config.option(Config.string("FO_TLS_CLIENT_CA")),
+    rateLimit: Config.integer("FO_RATE_LIMIT").pipe(
+      Config.validate({
+        message: "must be 0 (off) or a positive number",
+        validation: (n) => n >= 0,
+      }),
+      Config.withDefault(0),
+    ),
+    maxStreamsPerClient: positive("FO_MAX_STREAMS_PER_CLIENT", 256),
+  }).pipe(
+    Config.validate({
+      message: "FO_TLS_CERT and FO_TLS_KEY go together, and FO_TLS_CLIENT_CA needs them",
+      validation: (s) =>
+        s.tlsCert._tag === s.tlsKey._tag &&
+        (s.tlsClientCa._tag === "None" || s.tlsCert._tag === "Some"),
+    }),
+  ),
   mesh: Config.all({
     services,
     seeds: list("FO_MESH_SEEDS", "").pipe(

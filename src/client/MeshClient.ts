@@ -18,13 +18,13 @@
 import type { DescService } from "@bufbuild/protobuf";
 import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { TracerProvider } from "@opentelemetry/api";
-import { Context, Duration, Effect, Layer, Schedule } from "effect";
+import { Context, Duration, Effect, Layer, Redacted, Schedule } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { TelemetryService } from "../../gen/floworchestrator/telemetry/v1/telemetry_service_pb.js";
 import type { MeshError } from "../common/errors.js";
-import type { ChannelKind } from "./channel.js";
+import type { ChannelKind, ChannelTls } from "./channel.js";
 import { traceGrpcCallsWith } from "./instrumentation.js";
 import { MESH_NODE_TYPE, makeRouter, type RegistryWatch } from "./router.js";
 import { type ClientOf, makeServiceClient } from "./service-client.js";
@@ -51,6 +51,10 @@ export interface MeshClientOptions {
   readonly cooldown?: Duration.DurationInput;
   /** Follow the service registry to route to the nodes hosting each service (default true). */
   readonly discovery?: boolean;
+  /** Sent as `authorization: Bearer <token>` on every call (see FO_AUTH_TOKENS_FILE). */
+  readonly token?: Redacted.Redacted<string> | string;
+  /** For `https://` nodes: CA to trust and a client certificate (mTLS), PEM. */
+  readonly tls?: ChannelTls;
   /** Where grpc-js client spans go (default: the global tracer provider). */
   readonly tracerProvider?: TracerProvider;
   /** @internal A mesh node: its own URL, and its registry when it hosts DataStore. */
@@ -77,12 +81,21 @@ export const makeMeshClient = (options: MeshClientOptions) =>
           seeds: options.seeds,
           self: options.node?.url,
           cooldown: Duration.decode(options.cooldown ?? "5 seconds"),
+          tls: options.tls,
         }),
       ),
       (r) => Effect.sync(() => r.close()),
     );
+    const token =
+      options.token === undefined
+        ? undefined
+        : Redacted.isRedacted(options.token)
+          ? Redacted.value(options.token)
+          : options.token;
     const settings = {
       router,
+      headers:
+        token === undefined ? {} : ({ authorization: `Bearer ${token}` } as Record<string, string>),
       timeout: Duration.decode(options.timeout ?? "30 seconds"),
       retry: options.retry ?? retryUnavailable,
     };

@@ -47,14 +47,21 @@ export interface Channel {
 
 export type ChannelKind = "grpc" | "connect";
 
-export const openChannel = (kind: ChannelKind, url: string): Channel =>
-  kind === "grpc" ? grpcChannel(url) : connectChannel(url);
+/** For `https://` nodes: the CA to trust, and a client certificate for mTLS. PEM. */
+export interface ChannelTls {
+  readonly ca?: Buffer;
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+}
+
+export const openChannel = (kind: ChannelKind, url: string, tls: ChannelTls = {}): Channel =>
+  kind === "grpc" ? grpcChannel(url, tls) : connectChannel(url, tls);
 
 // --- connect-node ------------------------------------------------------------
 
-const connectChannel = (url: string): Channel => {
+const connectChannel = (url: string, tls: ChannelTls): Channel => {
   useGlobalContext();
-  const sessions = new Http2SessionManager(url);
+  const sessions = new Http2SessionManager(url, undefined, { ...tls });
   const transport: Transport = createConnectTransport({
     baseUrl: url,
     httpVersion: "2",
@@ -158,9 +165,14 @@ const fromServiceError = (error: GrpcJs.ServiceError): ConnectError => {
   return err;
 };
 
-const grpcChannel = (url: string): Channel => {
+const grpcChannel = (url: string, tls: ChannelTls): Channel => {
   const grpc = grpcJs();
-  const client = new grpc.Client(new URL(url).host, grpc.credentials.createInsecure(), {
+  const { host, protocol } = new URL(url);
+  const credentials =
+    protocol === "https:"
+      ? grpc.credentials.createSsl(tls.ca ?? null, tls.key ?? null, tls.cert ?? null)
+      : grpc.credentials.createInsecure();
+  const client = new grpc.Client(host, credentials, {
     // The mesh's own limit decides; grpc-js would cut responses at 4 MiB.
     "grpc.max_receive_message_length": -1,
     "grpc.keepalive_time_ms": 30_000,

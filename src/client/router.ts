@@ -17,7 +17,7 @@ import {
   ServiceStatus,
 } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
 import { type MeshError, Unavailable } from "../common/errors.js";
-import { type Channel, type ChannelKind, openChannel } from "./channel.js";
+import { type Channel, type ChannelKind, type ChannelTls, openChannel } from "./channel.js";
 import type { Router } from "./service-client.js";
 
 /** Service type under which mesh nodes register themselves. */
@@ -59,6 +59,7 @@ export interface RouterOptions {
   readonly self?: string;
   /** How long a node that answered UNAVAILABLE is left out. */
   readonly cooldown: Duration.Duration;
+  readonly tls?: ChannelTls;
 }
 
 export interface RegistryRouter extends Router {
@@ -83,7 +84,7 @@ export const makeRouter = (options: RouterOptions): RegistryRouter => {
   const channel = (url: string) => {
     let c = channels.get(url);
     if (c === undefined) {
-      c = openChannel(options.kind, url);
+      c = openChannel(options.kind, url, options.tls);
       channels.set(url, c);
     }
     return c;

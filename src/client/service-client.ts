@@ -28,7 +28,7 @@ import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { context, ROOT_CONTEXT, TraceFlags, trace } from "@opentelemetry/api";
 import { Duration, Effect, FiberRef, Option, Schedule, Stream } from "effect";
-import { CurrentDeadline } from "../common/caller.js";
+import { CurrentAuthorization, CurrentDeadline } from "../common/caller.js";
 import { DeadlineExceeded, type MeshError } from "../common/errors.js";
 import type { Channel } from "./channel.js";
 import { connectToMeshError } from "./errors.js";
@@ -77,6 +77,8 @@ export interface ClientSettings {
   readonly timeout: Duration.Duration;
   /** Between attempts of a retryable call that found its node UNAVAILABLE. */
   readonly retry: Schedule.Schedule<unknown, MeshError>;
+  /** Sent with every call (credentials); a served call's own authorization wins. */
+  readonly headers: Readonly<Record<string, string>>;
 }
 
 export const isRetryable = (method: DescMethod) =>
@@ -143,7 +145,12 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
   const client: Record<string, unknown> = {};
   for (const method of service.methods) {
     const retryable = isRetryable(method);
-    const headersOf = (options?: CallOptions) => ({ ...options?.headers });
+    const headersOf = (options?: CallOptions) =>
+      Effect.map(FiberRef.get(CurrentAuthorization), (authorization) =>
+        authorization === undefined
+          ? { ...settings.headers, ...options?.headers }
+          : { ...settings.headers, authorization, ...options?.headers },
+      );
 
     if (method.methodKind === "unary") {
       const unary = method as DescMethodUnary;
@@ -154,13 +161,14 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
             Duration.decode(options?.timeout ?? settings.timeout),
           );
           const ctx = yield* otelContext;
+          const headers = yield* headersOf(options);
           const attempt = Effect.gen(function* () {
             const channel = yield* router.pick(service.typeName);
             const timeoutMs = yield* timeLeft(deadline, method);
             return yield* Effect.tryPromise({
               try: (signal) =>
                 context.with(ctx, () =>
-                  channel.unary(unary, input, { signal, timeoutMs, headers: headersOf(options) }),
+                  channel.unary(unary, input, { signal, timeoutMs, headers }),
                 ),
               catch: connectToMeshError,
             }).pipe(Effect.tapError(markFailed(router, channel)));
@@ -180,6 +188,7 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
               options?.timeout === undefined ? undefined : Duration.decode(options.timeout),
             );
             const ctx = yield* otelContext;
+            const headers = yield* headersOf(options);
             const driver = yield* Schedule.driver(settings.retry);
             let received = false;
             const open = Stream.unwrapScoped(
@@ -191,7 +200,7 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
                   channel.stream(streaming, input, {
                     signal: abort.signal,
                     timeoutMs,
-                    headers: headersOf(options),
+                    headers,
                   }),
                 );
                 return Stream.fromAsyncIterable(

@@ -20,3 +20,16 @@ export const CurrentClient: FiberRef.FiberRef<string> = FiberRef.unsafeMake("loc
 export const CurrentDeadline: FiberRef.FiberRef<number | undefined> = FiberRef.unsafeMake<
   number | undefined
 >(undefined);
+
+/** The authenticated principal of the call being served; undefined without authentication. */
+export const CurrentPrincipal: FiberRef.FiberRef<string | undefined> = FiberRef.unsafeMake<
+  string | undefined
+>(undefined);
+
+/**
+ * The caller's `authorization` header, passed on when the mesh forwards the
+ * call to another node, so the call keeps its principal there. Never logged.
+ */
+export const CurrentAuthorization: FiberRef.FiberRef<string | undefined> = FiberRef.unsafeMake<
+  string | undefined
+>(undefined);

@@ -20,7 +20,42 @@ import { memoryPanel } from "./memory.js";
 import { servicesPanel } from "./services.js";
 import "./style.css";
 
-const transport = createConnectTransport({ baseUrl: location.origin });
+/**
+ * With authentication on (FO_AUTH_TOKENS_FILE), every call carries the
+ * bearer token the user entered; it lives in this tab's sessionStorage only.
+ */
+const TOKEN_KEY = "fo-console-token";
+const token = () => sessionStorage.getItem(TOKEN_KEY) ?? "";
+const transport = createConnectTransport({
+  baseUrl: location.origin,
+  interceptors: [
+    (next) => (req) => {
+      if (token() !== "") req.header.set("authorization", `Bearer ${token()}`);
+      return next(req);
+    },
+  ],
+});
+
+const tokenInput = h("input", {
+  type: "password",
+  class: "token-input",
+  placeholder: "bearer token",
+  "aria-label": "bearer token",
+  autocomplete: "off",
+}) as HTMLInputElement;
+tokenInput.value = token();
+const tokenForm = h(
+  "form",
+  { class: "token-form", title: "sent as authorization: Bearer … when the mesh requires it" },
+  tokenInput,
+  h("button", { type: "submit" }, "Use token"),
+);
+tokenForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
+  // Streams were opened with the old credentials: start over with the new ones.
+  location.reload();
+});
 
 const overall = h("span", { class: "header-status", "aria-live": "polite" });
 const showOverall = (status: ServingStatus | undefined) => {
@@ -48,6 +83,7 @@ const app = h(
       "div",
       { class: "topbar-right" },
       h("span", { class: "mono dim", title: "the mesh this console talks to" }, location.host),
+      tokenForm,
       overall,
     ),
   ),

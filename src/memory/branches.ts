@@ -5,7 +5,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Effect, Option } from "effect";
+import { Effect, FiberRef, Option } from "effect";
 import {
   type Branch,
   BranchSchema,
@@ -19,7 +19,14 @@ import type {
   MergeBranchesRequest,
   UpdateBranchStatusRequest,
 } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
-import { Aborted, AlreadyExists, FailedPrecondition, NotFound } from "../common/errors.js";
+import { CurrentPrincipal } from "../common/caller.js";
+import {
+  Aborted,
+  AlreadyExists,
+  FailedPrecondition,
+  NotFound,
+  PermissionDenied,
+} from "../common/errors.js";
 import type { Json } from "../common/json.js";
 import { decodePageToken, encodePageToken } from "../common/page-token.js";
 import * as V from "../common/validate.js";
@@ -47,6 +54,7 @@ const toBranch = (b: BranchRecord): Branch =>
     parentPath: b.parentPath,
     status: BranchStatus[b.status as StatusName],
     retainForMerge: b.retainForMerge,
+    owner: b.owner ?? "",
     createTime: timestampFromMs(b.createTime),
     updateTime: timestampFromMs(b.updateTime),
   });
@@ -113,6 +121,19 @@ export const makeBranches = (store: MemoryStoreShape, memory: ReturnType<typeof 
       ),
     );
 
+  /** With authentication on, only the principal that created a branch acts on it. */
+  const actFor = (branch: BranchRecord) =>
+    Effect.flatMap(FiberRef.get(CurrentPrincipal), (principal) =>
+      principal !== undefined && branch.owner !== undefined && branch.owner !== principal
+        ? Effect.fail(
+            new PermissionDenied({
+              message: `branch ${branch.branchPath} belongs to another principal`,
+              metadata: { branch_path: branch.branchPath },
+            }),
+          )
+        : Effect.void,
+    );
+
   /** Removes the memory of exactly this branch (sub-branches end on their own). */
   const cleanOwnMemory = (executionId: string, branchPath: string) =>
     memory.internal.removeWhere(
@@ -137,12 +158,14 @@ export const makeBranches = (store: MemoryStoreShape, memory: ReturnType<typeof 
           );
         }
         const at = yield* now;
+        const owner = yield* FiberRef.get(CurrentPrincipal);
         const record: BranchRecord = {
           executionId: req.executionId,
           branchPath: req.branchPath,
           parentPath,
           status: "NEW",
           retainForMerge: false,
+          ...(owner === undefined ? {} : { owner }),
           revision: 1,
           createTime: at,
           updateTime: at,
@@ -170,6 +193,7 @@ export const makeBranches = (store: MemoryStoreShape, memory: ReturnType<typeof 
         );
         const to = statusName(req.status);
         const current = yield* load(req.executionId, req.branchPath);
+        yield* actFor(current);
         const from = current.status as StatusName;
         if (from === to) return { branch: toBranch(current), cleaned: 0n };
         if (!transitions[from].includes(to)) {
@@ -263,6 +287,7 @@ export const makeBranches = (store: MemoryStoreShape, memory: ReturnType<typeof 
             : V.maxLength("owner", req.owner, 256),
         );
         const target = yield* load(req.executionId, req.targetBranch);
+        yield* actFor(target);
         if (ended(target.status)) {
           return yield* Effect.fail(
             new FailedPrecondition({

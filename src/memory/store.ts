@@ -74,6 +74,8 @@ export interface BranchRecord {
   /** `NEW` | `IN_PROGRESS` | `COMPLETED` | `FAILED`. */
   readonly status: string;
   readonly retainForMerge: boolean;
+  /** The principal that created it, when authentication is on. */
+  readonly owner?: string;
   /** Compare-and-set token: 1 on create, +1 per update. */
   readonly revision: number;
   readonly createTime: number;

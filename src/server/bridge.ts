@@ -8,9 +8,16 @@ import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { makeExternalSpan, withSpanContext } from "@effect/opentelemetry/Tracer";
 import { Cause, Effect, Exit, Option, Runtime, Stream, Tracer } from "effect";
-import { CurrentClient, CurrentDeadline, peerKey } from "../common/caller.js";
+import {
+  CurrentAuthorization,
+  CurrentClient,
+  CurrentDeadline,
+  CurrentPrincipal,
+  peerKey,
+} from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
 import { rpcSpanKey, traceIds } from "../telemetry/rpc.js";
+import { principalKey } from "./auth.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
 
 export interface Bridge<R> {
@@ -70,20 +77,29 @@ const withParent = <A, E, R>(ctx: HandlerContext, stream: Stream.Stream<A, E, R>
     : stream;
 };
 
+/** A client is its principal when authenticated, else its connection. */
+const clientOf = (ctx: HandlerContext) => {
+  const principal = ctx.values.get(principalKey);
+  return principal === undefined ? ctx.values.get(peerKey) : `principal:${principal}`;
+};
+
 const deadlineOf = (ctx: HandlerContext) => {
   const left = ctx.timeoutMs();
   return left === undefined ? undefined : Date.now() + left;
 };
 
 /**
- * Runs the effect with the caller's identity in CurrentClient, its deadline in
- * CurrentDeadline and its trace ids on log lines.
+ * Runs the effect with the caller's identity (CurrentClient, CurrentPrincipal,
+ * CurrentAuthorization), its deadline in CurrentDeadline and its trace ids on
+ * log lines.
  */
 const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) => {
   const span = ctx.values.get(rpcSpanKey);
   const traced = span ? withSpanContext(effect, span.spanContext()) : effect;
   return Effect.annotateLogs(traced, traceIds(span)).pipe(
-    Effect.locally(CurrentClient, ctx.values.get(peerKey)),
+    Effect.locally(CurrentClient, clientOf(ctx)),
+    Effect.locally(CurrentPrincipal, ctx.values.get(principalKey)),
+    Effect.locally(CurrentAuthorization, ctx.requestHeader.get("authorization") ?? undefined),
     Effect.locally(CurrentDeadline, deadlineOf(ctx)),
   );
 };
@@ -118,7 +134,14 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
     },
     stream: (ctx, stream) =>
       Stream.unwrapScoped(
-        Effect.locallyScoped(CurrentClient, ctx.values.get(peerKey)).pipe(
+        Effect.locallyScoped(CurrentClient, clientOf(ctx)).pipe(
+          Effect.zipRight(Effect.locallyScoped(CurrentPrincipal, ctx.values.get(principalKey))),
+          Effect.zipRight(
+            Effect.locallyScoped(
+              CurrentAuthorization,
+              ctx.requestHeader.get("authorization") ?? undefined,
+            ),
+          ),
           Effect.zipRight(Effect.locallyScoped(CurrentDeadline, deadlineOf(ctx))),
           Effect.zipRight(Effect.annotateLogsScoped(traceIds(ctx.values.get(rpcSpanKey)))),
           Effect.as(withParent(ctx, stream)),

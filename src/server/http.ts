@@ -41,7 +41,16 @@ const isHttp2Preface = (chunk: Buffer): boolean => {
   return chunk.subarray(0, n).equals(PREFACE.subarray(0, n));
 };
 
-export const listen = async (handler: Handler, host: string, port: number): Promise<Listening> => {
+/**
+ * @param tls certificate and key (and client CA): the port speaks TLS, and
+ *   ALPN picks h2 or http/1.1 instead of the cleartext preface sniffing.
+ */
+export const listen = async (
+  handler: Handler,
+  host: string,
+  port: number,
+  tls?: http2.SecureServerOptions,
+): Promise<Listening> => {
   const sockets = new Set<net.Socket>();
   const sessions = new Set<http2.ServerHttp2Session>();
   let inFlight = 0;
@@ -59,17 +68,29 @@ export const listen = async (handler: Handler, host: string, port: number): Prom
   const h1 = http.createServer(tracked);
   // HTTP/2's default 64 KiB flow-control windows stall large requests (a batch
   // publish, a memory write) on a window update per 64 KiB: open them wider.
-  const h2 = http2.createServer({ settings: { initialWindowSize: STREAM_WINDOW } }, tracked);
-  h2.on("session", (session) => {
+  const settings = { initialWindowSize: STREAM_WINDOW };
+  const h2 = http2.createServer({ settings }, tracked);
+  const secure =
+    tls === undefined
+      ? undefined
+      : http2.createSecureServer({ ...tls, settings, allowHTTP1: true }, tracked);
+  const trackSession = (session: http2.ServerHttp2Session) => {
     session.setLocalWindowSize(SESSION_WINDOW);
     sessions.add(session);
     session.once("close", () => sessions.delete(session));
-  });
+  };
+  h2.on("session", trackSession);
+  secure?.on("session", trackSession);
 
   // No Nagle: small RPC frames must leave at once, not wait for the peer's delayed ACK.
   const tcp = net.createServer({ noDelay: true }, (socket) => {
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
+    if (secure !== undefined) {
+      // The TLS server does the handshake and hands h2 or http/1.1 (by ALPN) to the handler.
+      secure.emit("connection", socket);
+      return;
+    }
     socket.once("data", (chunk: Buffer) => {
       // Give the bytes back and hand the socket to the server that speaks them.
       socket.pause();

@@ -11,6 +11,7 @@ import { peerKey } from "../common/caller.js";
 import { MeshConfig } from "../config.js";
 import { Telemetry } from "../telemetry/pipeline.js";
 import { rpcTelemetry } from "../telemetry/rpc.js";
+import { authInterceptor, certificateKey, loadTokens } from "./auth.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { consoleEndpoint } from "./console.js";
 import { makeCors } from "./cors.js";
@@ -18,7 +19,9 @@ import { plainEndpoints } from "./endpoints.js";
 import { HealthRegistry, OVERALL } from "./health.js";
 import { type Handler, listen } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
+import { limitsInterceptor } from "./limits.js";
 import { type AppServices, routes, servedServices } from "./routes.js";
+import { clientCertificateName, tlsOptions } from "./tls.js";
 
 export interface MeshServerShape {
   /** The port actually bound (useful with `FO_PORT=0`). */
@@ -49,15 +52,28 @@ export const MeshServerLive = Layer.scoped(
     const telemetry = yield* Telemetry;
     const runtime = yield* Effect.runtime<AppServices>();
     const shutdown = new AbortController();
+    const auth = {
+      tokens: yield* Effect.try(() =>
+        Option.getOrUndefined(Option.map(config.security.authTokensFile, loadTokens)),
+      ),
+      mtls: Option.isSome(config.security.tlsClientCa),
+    };
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),
       contextValues: (req) =>
-        createContextValues().set(
-          peerKey,
-          `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`,
-        ),
-      // Outermost first: telemetry sees the final status of every call.
-      interceptors: [rpcTelemetry(telemetry), errorInterceptor(makeDefectReporter(runtime))],
+        createContextValues()
+          .set(peerKey, `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`)
+          .set(certificateKey, clientCertificateName(req.socket)),
+      // Outermost first: telemetry sees the final status of every call, including refusals.
+      interceptors: [
+        rpcTelemetry(telemetry),
+        ...(auth.tokens !== undefined || auth.mtls ? [authInterceptor(auth)] : []),
+        limitsInterceptor({
+          rate: config.security.rateLimit,
+          maxStreams: config.security.maxStreamsPerClient,
+        }),
+        errorInterceptor(makeDefectReporter(runtime)),
+      ],
       readMaxBytes: config.maxRequestBytes,
       // Compressing small responses costs more CPU and latency than it saves on a mesh network.
       compressMinBytes: COMPRESS_MIN_BYTES,
@@ -92,7 +108,7 @@ export const MeshServerLive = Layer.scoped(
 
     const listening = yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: () => listen(handler, config.host, config.port),
+        try: () => listen(handler, config.host, config.port, tlsOptions(config.security)),
         catch: (e) => new Error(`cannot listen on ${config.host}:${config.port}: ${String(e)}`),
       }),
       (l) =>
@@ -105,7 +121,8 @@ export const MeshServerLive = Layer.scoped(
           yield* Effect.logInfo("server closed");
         }),
     );
-    const url = `http://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listening.port}`;
+    const scheme = Option.isSome(config.security.tlsCert) ? "https" : "http";
+    const url = `${scheme}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listening.port}`;
     return { port: listening.port, url };
   }),
 );

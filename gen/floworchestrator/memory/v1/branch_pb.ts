@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file floworchestrator/memory/v1/branch.proto.
  */
 export const file_floworchestrator_memory_v1_branch: GenFile = /*@__PURE__*/
-  fileDesc("CidmbG93b3JjaGVzdHJhdG9yL21lbW9yeS92MS9icmFuY2gucHJvdG8SGmZsb3dvcmNoZXN0cmF0b3IubWVtb3J5LnYxIv4BCgZCcmFuY2gSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhMKC2JyYW5jaF9wYXRoGAIgASgJEhMKC3BhcmVudF9wYXRoGAMgASgJEjgKBnN0YXR1cxgEIAEoDjIoLmZsb3dvcmNoZXN0cmF0b3IubWVtb3J5LnYxLkJyYW5jaFN0YXR1cxIYChByZXRhaW5fZm9yX21lcmdlGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqmgEKDEJyYW5jaFN0YXR1cxIdChlCUkFOQ0hfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRQlJBTkNIX1NUQVRVU19ORVcQARIdChlCUkFOQ0hfU1RBVFVTX0lOX1BST0dSRVNTEAISGwoXQlJBTkNIX1NUQVRVU19DT01QTEVURUQQAxIYChRCUkFOQ0hfU1RBVFVTX0ZBSUxFRBAEKpABCg1NZXJnZVN0cmF0ZWd5Eh4KGk1FUkdFX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeTUVSR0VfU1RSQVRFR1lfTEFTVF9XUklURV9XSU5TEAESGwoXTUVSR0VfU1RSQVRFR1lfUFJJT1JJVFkQAhIeChpNRVJHRV9TVFJBVEVHWV9GSUVMRF9MRVZFTBADYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("CidmbG93b3JjaGVzdHJhdG9yL21lbW9yeS92MS9icmFuY2gucHJvdG8SGmZsb3dvcmNoZXN0cmF0b3IubWVtb3J5LnYxIo0CCgZCcmFuY2gSFAoMZXhlY3V0aW9uX2lkGAEgASgJEhMKC2JyYW5jaF9wYXRoGAIgASgJEhMKC3BhcmVudF9wYXRoGAMgASgJEjgKBnN0YXR1cxgEIAEoDjIoLmZsb3dvcmNoZXN0cmF0b3IubWVtb3J5LnYxLkJyYW5jaFN0YXR1cxIYChByZXRhaW5fZm9yX21lcmdlGAUgASgIEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDQoFb3duZXIYCCABKAkqmgEKDEJyYW5jaFN0YXR1cxIdChlCUkFOQ0hfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFQoRQlJBTkNIX1NUQVRVU19ORVcQARIdChlCUkFOQ0hfU1RBVFVTX0lOX1BST0dSRVNTEAISGwoXQlJBTkNIX1NUQVRVU19DT01QTEVURUQQAxIYChRCUkFOQ0hfU1RBVFVTX0ZBSUxFRBAEKpABCg1NZXJnZVN0cmF0ZWd5Eh4KGk1FUkdFX1NUUkFURUdZX1VOU1BFQ0lGSUVEEAASIgoeTUVSR0VfU1RSQVRFR1lfTEFTVF9XUklURV9XSU5TEAESGwoXTUVSR0VfU1RSQVRFR1lfUFJJT1JJVFkQAhIeChpNRVJHRV9TVFJBVEVHWV9GSUVMRF9MRVZFTBADYgZwcm90bzM", [file_google_protobuf_timestamp]);
 
 /**
  * Branch is one branch of an execution.
@@ -69,6 +69,14 @@ export type Branch = Message<"floworchestrator.memory.v1.Branch"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 7;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * With authentication on, the principal that created the branch: only it
+   * may change its status or merge into it. Empty otherwise.
+   *
+   * @generated from field: string owner = 8;
+   */
+  owner: string;
 };
 
 /**

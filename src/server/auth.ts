@@ -1,0 +1,142 @@
+/**
+ * Who is calling. With `FO_AUTH_TOKENS_FILE` every RPC but health and
+ * reflection needs `authorization: Bearer <token>`: no or an unknown token is
+ * UNAUTHENTICATED, a method the token's principal may not call is
+ * PERMISSION_DENIED. With mTLS (`FO_TLS_CLIENT_CA`) the principal is the
+ * client certificate's subject CN; the file, when set, gives its methods.
+ *
+ * The file is JSON, tokens stored as SHA-256 (they are long random secrets,
+ * so a plain digest is enough, as for API tokens generally):
+ *
+ * ```json
+ * { "tokens": [
+ *   { "principal": "importer", "sha256": "<hex>", "allow": ["floworchestrator.memory.v1.MemoryManagerService/*"] },
+ *   { "principal": "node-b", "allow": ["*"] }
+ * ] }
+ * ```
+ *
+ * A presented token is compared with every stored digest in constant time
+ * (no early exit), and is never logged.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { createContextKey, type Interceptor } from "@connectrpc/connect";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
+import { ServerReflection as ServerReflectionAlpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { PermissionDenied, Unauthenticated } from "../common/errors.js";
+import { meshErrorToConnect } from "./errors.js";
+
+/** The authenticated principal of a call (set by the interceptor), if any. */
+export const principalKey = createContextKey<string | undefined>(undefined, {
+  description: "the authenticated principal",
+});
+
+/** Subject CN of the client certificate, when the connection is mTLS. */
+export const certificateKey = createContextKey<string | undefined>(undefined, {
+  description: "the client certificate's subject CN",
+});
+
+interface Entry {
+  readonly principal: string;
+  readonly digest: Buffer | undefined;
+  readonly allow: ReadonlyArray<string>;
+}
+
+/** Services anyone may call: probes and tools must work without credentials. */
+const open = new Set([Health.typeName, ServerReflection.typeName, ServerReflectionAlpha.typeName]);
+
+const METHOD_PATTERN = /^(\*|[A-Za-z_][\w.]*\/(\*|\w+))$/;
+
+/** Reads and checks the tokens file; throws one line naming what is wrong. */
+export const loadTokens = (file: string): ReadonlyArray<Entry> => {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(readFileSync(file, "utf8"));
+  } catch (e) {
+    throw new Error(`FO_AUTH_TOKENS_FILE: cannot read ${file}: ${(e as Error).message}`);
+  }
+  const tokens = (parsed as { tokens?: unknown })?.tokens;
+  if (!Array.isArray(tokens)) throw new Error('FO_AUTH_TOKENS_FILE: expected { "tokens": [...] }');
+  return tokens.map((t: { principal?: unknown; sha256?: unknown; allow?: unknown }, i) => {
+    const where = `FO_AUTH_TOKENS_FILE: tokens[${i}]`;
+    if (typeof t?.principal !== "string" || t.principal === "")
+      throw new Error(`${where}.principal must be a non-empty string`);
+    if (
+      t.sha256 !== undefined &&
+      !(typeof t.sha256 === "string" && /^[0-9a-f]{64}$/i.test(t.sha256))
+    )
+      throw new Error(`${where}.sha256 must be 64 hex digits (the SHA-256 of the token)`);
+    if (
+      !Array.isArray(t.allow) ||
+      !t.allow.every((a) => typeof a === "string" && METHOD_PATTERN.test(a))
+    )
+      throw new Error(`${where}.allow must list "*", "<service>/*" or "<service>/<Method>"`);
+    return {
+      principal: t.principal,
+      digest: typeof t.sha256 === "string" ? Buffer.from(t.sha256, "hex") : undefined,
+      allow: t.allow as string[],
+    };
+  });
+};
+
+const allows = (entry: Entry, service: string, method: string) =>
+  entry.allow.some((a) => a === "*" || a === `${service}/*` || a === `${service}/${method}`);
+
+/** The entry whose digest matches, comparing against every one so timing tells nothing. */
+const byToken = (entries: ReadonlyArray<Entry>, token: string): Entry | undefined => {
+  const digest = createHash("sha256").update(token).digest();
+  let found: Entry | undefined;
+  for (const entry of entries) {
+    if (entry.digest !== undefined && timingSafeEqual(digest, entry.digest) && found === undefined)
+      found = entry;
+  }
+  return found;
+};
+
+const denied = (error: Unauthenticated | PermissionDenied) => meshErrorToConnect(error);
+
+export interface AuthOptions {
+  /** Entries of the tokens file; undefined: no token authentication. */
+  readonly tokens: ReadonlyArray<Entry> | undefined;
+  /** Client certificates are required (mTLS): the principal comes from them. */
+  readonly mtls: boolean;
+}
+
+export const authInterceptor =
+  ({ tokens, mtls }: AuthOptions): Interceptor =>
+  (next) =>
+  async (req) => {
+    if (open.has(req.service.typeName)) return next(req);
+    const service = req.service.typeName;
+    const method = req.method.name;
+    let entry: Entry | undefined;
+    let principal: string | undefined;
+    if (mtls) {
+      principal = req.contextValues.get(certificateKey);
+      if (principal === undefined)
+        throw denied(
+          new Unauthenticated({ message: "a client certificate with a subject CN is required" }),
+        );
+      entry = tokens?.find((e) => e.principal === principal);
+    } else if (tokens !== undefined) {
+      const match = /^Bearer\s+(\S+)$/i.exec(req.header.get("authorization") ?? "");
+      if (match?.[1] === undefined)
+        throw denied(
+          new Unauthenticated({ message: "an `authorization: Bearer <token>` header is required" }),
+        );
+      entry = byToken(tokens, match[1]);
+      if (entry === undefined) throw denied(new Unauthenticated({ message: "unknown token" }));
+      principal = entry.principal;
+    }
+    if (tokens !== undefined && (entry === undefined || !allows(entry, service, method))) {
+      throw denied(
+        new PermissionDenied({
+          message: `${principal} may not call ${service}/${method}`,
+          metadata: { principal: principal ?? "", method: `${service}/${method}` },
+        }),
+      );
+    }
+    req.contextValues.set(principalKey, principal);
+    return next(req);
+  };

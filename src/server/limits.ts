@@ -1,0 +1,100 @@
+/**
+ * Fair shares: one client cannot starve the others. A client is its
+ * authenticated principal, or its connection when there is no
+ * authentication. Each may have `maxStreams` server streams open at once and
+ * make `rate` calls per second (a token bucket holding one second's worth,
+ * so short bursts pass); beyond either, RESOURCE_EXHAUSTED. Health and
+ * reflection are not counted: probes must always get through. (Per
+ * connection, HTTP/2 itself caps concurrent streams.)
+ */
+import type { Interceptor } from "@connectrpc/connect";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { peerKey } from "../common/caller.js";
+import { ResourceExhausted } from "../common/errors.js";
+import { principalKey } from "./auth.js";
+import { meshErrorToConnect } from "./errors.js";
+
+export interface LimitOptions {
+  /** Calls per second per client; 0: unlimited. */
+  readonly rate: number;
+  readonly maxStreams: number;
+}
+
+interface Bucket {
+  tokens: number;
+  at: number;
+}
+
+/** Buckets untouched this long are forgotten (their client is gone or idle, so full anyway). */
+const IDLE_MS = 60_000;
+
+const exempt = (service: string) =>
+  service === Health.typeName || service.startsWith("grpc.reflection.");
+
+export const limitsInterceptor = ({ rate, maxStreams }: LimitOptions): Interceptor => {
+  const buckets = new Map<string, Bucket>();
+  const streams = new Map<string, number>();
+  let sweptAt = Date.now();
+
+  const take = (client: string): boolean => {
+    const now = Date.now();
+    if (now - sweptAt > IDLE_MS) {
+      for (const [k, b] of buckets) if (now - b.at > IDLE_MS) buckets.delete(k);
+      sweptAt = now;
+    }
+    const bucket = buckets.get(client) ?? { tokens: rate, at: now };
+    bucket.tokens = Math.min(rate, bucket.tokens + ((now - bucket.at) / 1000) * rate);
+    bucket.at = now;
+    buckets.set(client, bucket);
+    if (bucket.tokens < 1) return false;
+    bucket.tokens -= 1;
+    return true;
+  };
+
+  const exhausted = (what: string) =>
+    meshErrorToConnect(
+      new ResourceExhausted({
+        message: `too many ${what} for this client; slow down`,
+        code: "RESOURCE_ERROR.RATE_LIMITED",
+        metadata: { limit: what },
+      }),
+    );
+
+  return (next) => async (req) => {
+    if (exempt(req.service.typeName)) return next(req);
+    const client = req.contextValues.get(principalKey) ?? req.contextValues.get(peerKey);
+    if (rate > 0 && !take(client)) throw exhausted("requests per second");
+    if (req.method.methodKind !== "server_streaming") return next(req);
+
+    const open = streams.get(client) ?? 0;
+    if (open >= maxStreams) throw exhausted("open streams");
+    streams.set(client, open + 1);
+    const release = () => {
+      const n = (streams.get(client) ?? 1) - 1;
+      if (n <= 0) streams.delete(client);
+      else streams.set(client, n);
+    };
+    let res: Awaited<ReturnType<typeof next>>;
+    try {
+      res = await next(req);
+    } catch (e) {
+      release();
+      throw e;
+    }
+    if (!res.stream) {
+      release();
+      return res;
+    }
+    const messages = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* messages;
+        } finally {
+          release();
+        }
+      })(),
+    };
+  };
+};
