@@ -1,0 +1,226 @@
+/**
+ * TLS on the one port (ALPN offering h2 and http/1.1; gRPC and Connect both
+ * served), mTLS taking the principal from the client certificate, and the
+ * per-client limits on request rate and open streams. Certificates are made
+ * by `openssl` for each run.
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import { Code, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport } from "@connectrpc/connect-node";
+import { Effect, Option } from "effect";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
+import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.js";
+import { MeshClient } from "../../src/client/index.js";
+import { defaultConfig } from "../../src/config.js";
+import { clientFor, failureOf } from "../support/clients.js";
+import { startMesh, type TestMesh } from "../support/mesh.js";
+
+const dir = mkdtempSync(join(tmpdir(), "fo-tls-"));
+const file = (name: string) => join(dir, name);
+const openssl = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+/** A key and a certificate for `cn`, signed by the test CA. */
+const issue = (name: string, cn: string, san?: string) => {
+  openssl(
+    "req",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.csr`,
+    "-subj",
+    `/CN=${cn}`,
+  );
+  if (san) writeFileSync(file(`${name}.ext`), `subjectAltName=${san}\n`);
+  openssl(
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    "ca.crt",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-out",
+    `${name}.crt`,
+    ...(san ? ["-extfile", `${name}.ext`] : []),
+  );
+};
+
+beforeAll(() => {
+  openssl(
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.crt",
+    "-subj",
+    "/CN=fo-test-ca",
+    "-days",
+    "1",
+  );
+  issue("server", "localhost", "IP:127.0.0.1,DNS:localhost");
+  issue("client", "importer");
+});
+
+const pem = (name: string) => readFileSync(file(name));
+const tls = (over: object = {}) => ({
+  security: {
+    ...defaultConfig().security,
+    tlsCert: Option.some(file("server.crt")),
+    tlsKey: Option.some(file("server.key")),
+    ...over,
+  },
+});
+
+describe("TLS", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startMesh(tls());
+  });
+  afterAll(() => mesh.close());
+
+  it("serves https and offers h2 and http/1.1 by ALPN", async () => {
+    expect(mesh.url).toMatch(/^https:\/\//);
+    for (const protocol of ["h2", "http/1.1"]) {
+      const negotiated = await new Promise<string | false>((resolve, reject) => {
+        const socket = tlsConnect(
+          { host: "127.0.0.1", port: mesh.port, ca: pem("ca.crt"), ALPNProtocols: [protocol] },
+          () => {
+            resolve(socket.alpnProtocol ?? false);
+            socket.end();
+          },
+        );
+        socket.once("error", reject);
+      });
+      expect(negotiated).toBe(protocol);
+    }
+  });
+
+  it("answers gRPC over h2 and Connect over HTTP/1.1 on the same port", async () => {
+    const grpc = createGrpcTransport({ baseUrl: mesh.url, nodeOptions: { ca: pem("ca.crt") } });
+    expect((await createClient(Health, grpc).check({})).status).toBe(1);
+    const h1 = createConnectTransport({
+      baseUrl: mesh.url,
+      httpVersion: "1.1",
+      nodeOptions: { ca: pem("ca.crt") },
+    });
+    const missing = await failureOf(
+      createClient(DataStoreService, h1).getEntity({ kind: "flows", id: "nope" }),
+    );
+    expect(missing.code).toBe(Code.NotFound);
+  });
+
+  it("serves the typed client over grpc-js with the CA trusted", async () => {
+    const health = await Effect.runPromise(
+      Effect.scoped(
+        Effect.flatMap(MeshClient, (c) => c.telemetry.getHealth({})).pipe(
+          Effect.provide(
+            MeshClient.layer({ seeds: [mesh.url], discovery: false, tls: { ca: pem("ca.crt") } }),
+          ),
+        ),
+      ),
+    );
+    expect(health.components.length).toBeGreaterThan(0);
+  });
+});
+
+describe("mTLS", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startMesh(tls({ tlsClientCa: Option.some(file("ca.crt")) }));
+  });
+  afterAll(() => mesh.close());
+
+  it("refuses a client without a certificate", async () => {
+    const grpc = createGrpcTransport({ baseUrl: mesh.url, nodeOptions: { ca: pem("ca.crt") } });
+    const error = await failureOf(createClient(Health, grpc).check({}));
+    expect([Code.Unavailable, Code.Unknown, Code.Internal]).toContain(error.code);
+  });
+
+  it("names the caller after its certificate: memory it allocates is owned by that CN", async () => {
+    const grpc = createGrpcTransport({
+      baseUrl: mesh.url,
+      nodeOptions: { ca: pem("ca.crt"), cert: pem("client.crt"), key: pem("client.key") },
+    });
+    const memory = createClient(MemoryManagerService, grpc);
+    const address = {
+      kind: {
+        case: "text" as const,
+        value: `E-${randomBytes(4).toString("hex")}:f:PROCESS:main:s:json`,
+      },
+    };
+    await memory.allocate({ address });
+    expect((await memory.read({ address })).entry?.owner).toBe("importer");
+  });
+});
+
+describe("per-client limits", () => {
+  let mesh: TestMesh;
+  beforeAll(async () => {
+    mesh = await startMesh({
+      security: { ...defaultConfig().security, rateLimit: 5, maxStreamsPerClient: 2 },
+    });
+  });
+  afterAll(() => mesh.close());
+
+  it("refuses calls beyond the rate with RESOURCE_EXHAUSTED, and never health", async () => {
+    const store = clientFor(DataStoreService, "gRPC (h2c)", mesh.url);
+    const outcomes = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        store.getEntity({ kind: "flows", id: "x" }).then(
+          () => "ok",
+          (e: Error) => e,
+        ),
+      ),
+    );
+    const limited = outcomes.filter(
+      (o): o is import("@connectrpc/connect").ConnectError =>
+        typeof o !== "string" && (o as { code?: Code }).code === Code.ResourceExhausted,
+    );
+    expect(limited.length).toBeGreaterThanOrEqual(14);
+    expect(limited[0]?.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.RATE_LIMITED");
+    const health = clientFor(Health, "gRPC (h2c)", mesh.url);
+    for (let i = 0; i < 20; i++) expect((await health.check({})).status).toBe(1);
+  });
+
+  it("allows a client two open streams, a third once one ends", async () => {
+    await new Promise((r) => setTimeout(r, 1_100)); // the rate bucket refills
+    const store = clientFor(DataStoreService, "gRPC (h2c)", mesh.url);
+    const open = () => {
+      const abort = new AbortController();
+      const it = store.watchServices({}, { signal: abort.signal })[Symbol.asyncIterator]();
+      return { first: it.next(), abort };
+    };
+    const [a, b] = [open(), open()];
+    await Promise.all([a.first, b.first]);
+    const third = open();
+    await expect(third.first).rejects.toMatchObject({ code: Code.ResourceExhausted });
+    a.abort.abort();
+    await new Promise((r) => setTimeout(r, 200));
+    const fourth = open();
+    await expect(fourth.first).resolves.toMatchObject({ done: false });
+    b.abort.abort();
+    fourth.abort.abort();
+  });
+});
