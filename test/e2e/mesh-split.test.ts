@@ -11,6 +11,7 @@ import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-tr
 import { Chunk, Effect, Option, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
+import { ServiceStatus } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
@@ -188,5 +189,18 @@ describe("a node forwards what it does not host", () => {
     } finally {
       await lone.close();
     }
+  });
+
+  it("registers a node READY at start and TERMINATED when it shuts down", async () => {
+    const c = await startMesh(meshSettings({ services: ["telemetry"], seeds: [a.url] }));
+    const record = () =>
+      viaA((client) => client.datastore.listServices({ serviceType: MESH_NODE_TYPE })).then((r) =>
+        r.services.find((s) => s.endpoints[0] === c.url),
+      );
+    await poll("C READY", async () =>
+      (await record())?.status === ServiceStatus.READY ? true : undefined,
+    );
+    await c.close();
+    expect((await record())?.status).toBe(ServiceStatus.TERMINATED);
   });
 });

@@ -11,7 +11,10 @@
 import { randomBytes } from "node:crypto";
 import { Effect, ManagedRuntime } from "effect";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { ServiceHealth } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
+import {
+  ServiceHealth,
+  ServiceStatus,
+} from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
 import {
   MESH_NODE_TYPE,
   MeshClient,
@@ -70,7 +73,7 @@ beforeAll(async () => {
   client = await runtime.runPromise(MeshClient);
   await poll("three READY nodes in the registry", async () => {
     const nodes = await nodesInRegistry();
-    return nodes.filter((n) => n.status === 3).length === 3 ? nodes : undefined;
+    return nodes.filter((n) => n.status === ServiceStatus.READY).length === 3 ? nodes : undefined;
   });
   // A's router follows the registry through a watch polling every 100 ms here: give it ten polls
   // to see B and C both, so round-robin reaches each of them.
