@@ -10,15 +10,19 @@
  * The parts, under mongodb/: codec.ts (the stored form: escaped keys,
  * wrapped nested arrays, BSON back to JSON), filters.ts (predicates, sort and
  * keyset positions as filters), errors.ts (driver errors), claims.ts
- * (atomic writes and counters on FerretDB), collection.ts (one collection).
+ * (atomic writes and counters on FerretDB), collection.ts (one collection),
+ * pool.ts (the connection pools, counted for the DataStore's gauges).
  */
-import { Data, Duration, Effect, Layer, Schedule } from "effect";
+import { Context, Data, Duration, Effect, Layer, Schedule } from "effect";
 import { MongoClient, type MongoClientOptions } from "mongodb";
 import { makeClaims, type WriteMode } from "./mongodb/claims.js";
 import { type Counter, fieldPath, toJson } from "./mongodb/codec.js";
 import { makeCollection } from "./mongodb/collection.js";
 import { isDuplicateKey, run } from "./mongodb/errors.js";
+import { MongoPoolStats, trackPools } from "./mongodb/pool.js";
 import { DocStore, type DocStoreShape, StoreUnavailable } from "./store.js";
+
+export { MongoPoolStats, type PoolSnapshot } from "./mongodb/pool.js";
 
 /** An index to create at start-up (idempotent), e.g. `{ collection: "entities", keys: { kind: 1, updateTime: -1 } }`. */
 export interface MongoIndex {
@@ -91,6 +95,11 @@ const make = (options: MongoStoreOptions) =>
           cause: e,
         }),
     });
+    // Listening from before the first operation, so every connection is seen from its start.
+    const pools = yield* Effect.acquireRelease(
+      Effect.sync(() => trackPools(client)),
+      (p) => Effect.sync(p.stop),
+    );
     const counters = db.collection<Counter>(COUNTERS);
     const claims = makeClaims(db, counters, scope);
 
@@ -177,11 +186,18 @@ const make = (options: MongoStoreOptions) =>
       ),
       backend: "mongodb",
     };
-    return store;
+    return Context.make(DocStore, store).pipe(
+      Context.add(MongoPoolStats, { snapshot: pools.snapshot }),
+    );
   });
 
 export const MongoStore = {
-  /** The store; builds without I/O (so also while the database is down). The client closes on release. */
-  layer: (options: MongoStoreOptions): Layer.Layer<DocStore, MongoStoreConfigError> =>
-    Layer.scoped(DocStore, make(options)),
+  /**
+   * The store, and the counts of its connection pools; builds without I/O
+   * (so also while the database is down). The client closes on release.
+   */
+  layer: (
+    options: MongoStoreOptions,
+  ): Layer.Layer<DocStore | MongoPoolStats, MongoStoreConfigError> =>
+    Layer.scopedContext(make(options)),
 };

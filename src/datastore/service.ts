@@ -1,19 +1,22 @@
 /**
  * The DataStore port implemented once over the storage contract, plus the
  * choice of backend (MongoDB when FO_MONGODB_URI is set, else the embedded
- * store) and the health of the service, which follows the backend's.
+ * store), the health of the service, which follows the backend's, and the
+ * backend's gauges (MongoDB's connection pool) when Telemetry is there.
  */
 import { join } from "node:path";
+import type { ObservableResult } from "@opentelemetry/api";
 import { Effect, Layer, Option, Redacted, Stream } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MeshConfig } from "../config.js";
 import { healthFromPing } from "../server/health.js";
+import { Telemetry } from "../telemetry/pipeline.js";
 import { traceBackend } from "../telemetry/spans.js";
 import { ChangeFeed, ChangeFeedLive } from "./changes.js";
 import { DataStore } from "./DataStore.js";
 import { EmbeddedStore } from "./embedded.js";
 import { makeEntities } from "./entities.js";
-import { MongoStore } from "./mongodb.js";
+import { MongoPoolStats, MongoStore } from "./mongodb.js";
 import { makeParameterDefinitions } from "./parameter-definitions.js";
 import { makeParameters } from "./parameters.js";
 import { makeRegistry } from "./registry.js";
@@ -62,6 +65,34 @@ const DataStoreHealth = healthFromPing(
   Effect.flatMap(DocStore, (store) => store.ping),
 );
 
+/**
+ * `datastore.pool.connections` {state: in_use | idle}: the MongoDB client's
+ * connections (over every server's pool), so a pool running full (calls
+ * then wait, and fail after the driver's wait-queue timeout) shows before
+ * calls fail. Only with Telemetry and a backend that has a pool (the
+ * embedded store has none); the callback goes with the layer.
+ */
+const DataStoreGauges = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const telemetry = yield* Effect.serviceOption(Telemetry);
+    const pools = yield* Effect.serviceOption(MongoPoolStats);
+    if (Option.isNone(telemetry) || Option.isNone(pools)) return;
+    const connections = telemetry.value.meter.createObservableGauge("datastore.pool.connections", {
+      description: "Connections of the MongoDB client's pools, by state (in_use, idle)",
+    });
+    const { snapshot } = pools.value;
+    const observe = (result: ObservableResult) => {
+      const now = snapshot();
+      result.observe(now.inUse, { state: "in_use" });
+      result.observe(now.idle, { state: "idle" });
+    };
+    yield* Effect.acquireRelease(
+      Effect.sync(() => connections.addCallback(observe)),
+      () => Effect.sync(() => connections.removeCallback(observe)),
+    );
+  }),
+);
+
 /** Secondary indexes for the queries the DataStore makes (identity is always `_id`). */
 const mongoIndexes = [
   { collection: "entities", keys: { kind: 1, _id: 1 } },
@@ -97,7 +128,7 @@ export const dataStoreOn = <E, R>(storage: Layer.Layer<DocStore, E, R>) => {
   const feed = Layer.unwrapEffect(
     Effect.map(MeshConfig, (c) => ChangeFeedLive(c.datastore.watchPollInterval)),
   );
-  return Layer.mergeAll(DataStoreImpl, DataStoreHealth).pipe(
+  return Layer.mergeAll(DataStoreImpl, DataStoreHealth, DataStoreGauges).pipe(
     Layer.provide(feed),
     Layer.provideMerge(storage),
   );

@@ -12,11 +12,12 @@
  *   that makes the member expire due entries without minute-long delays.
  * - `branches.ts`, `locks.ts`: branch records and leased locks.
  * - `stored.ts`: the stored values, and durations in the member's terms.
+ * - `map-sizes.ts`: entries per map, polled for the `memory.map.entries` gauge.
  *
  * Both JSON maps get a hash index on `executionId` at start (a cluster
  * restarted empty lacks it until the next start of a mesh instance).
  */
-import { Effect, Layer } from "effect";
+import { Context, Effect, Layer } from "effect";
 import type { IndexConfig } from "hazelcast-client";
 import { makeBranchStore } from "./hazelcast/branches.js";
 import {
@@ -28,6 +29,7 @@ import { makeEntryStore } from "./hazelcast/entries.js";
 import { makeEvents } from "./hazelcast/events.js";
 import { makeExpiryWatch } from "./hazelcast/expiry.js";
 import { makeLockStore } from "./hazelcast/locks.js";
+import { MemoryMapSizes, makeMapSizes } from "./hazelcast/map-sizes.js";
 import { MemoryStore, type MemoryStoreShape } from "./store.js";
 
 export {
@@ -72,16 +74,18 @@ const make = (options: HazelcastMemoryStoreOptions) =>
       branches: makeBranchStore(cluster),
       ...makeLockStore(cluster),
     };
-    return store;
+    return Context.make(MemoryStore, store).pipe(
+      Context.add(MemoryMapSizes, yield* makeMapSizes(cluster)),
+    );
   });
 
 export const HazelcastMemoryStore = {
   /**
-   * The store; builds without waiting for the cluster (so also while it is
-   * down). The client shuts down on release.
+   * The store, and the sizes of its maps; builds without waiting for the
+   * cluster (so also while it is down). The client shuts down on release.
    */
   layer: (
     options: HazelcastMemoryStoreOptions,
-  ): Layer.Layer<MemoryStore, HazelcastMemoryStoreConfigError> =>
-    Layer.scoped(MemoryStore, make(options)),
+  ): Layer.Layer<MemoryStore | MemoryMapSizes, HazelcastMemoryStoreConfigError> =>
+    Layer.scopedContext(make(options)),
 };

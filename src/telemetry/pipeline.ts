@@ -13,10 +13,14 @@
  *
  * Exporters run in the background with bounded queues (the SDK's batch
  * processors drop what does not fit): an unreachable collector never fails
- * an RPC nor grows memory without bound.
+ * an RPC nor grows memory without bound. Both batch processors take the
+ * standard `OTEL_BSP_*` (spans) and `OTEL_BLRP_*` (log records) settings
+ * (the SDK's log processor does not read its own), and report their queue
+ * and what they dropped on the meter provider (`otel.sdk.processor.*`), so
+ * an export that cannot keep up shows on `/metrics`.
  */
 import type { Meter, Tracer } from "@opentelemetry/api";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { getNumberFromEnv, W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPLogExporter } from "@opentelemetry/exporter-logs-otlp-proto";
 import { OTLPMetricExporter } from "@opentelemetry/exporter-metrics-otlp-proto";
 import { PrometheusExporter } from "@opentelemetry/exporter-prometheus";
@@ -65,6 +69,31 @@ export interface TelemetryOptions {
   readonly logRecordProcessors?: ReadonlyArray<LogRecordProcessor>;
 }
 
+/**
+ * A batch processor's queue settings from the standard variables
+ * (`{prefix}_MAX_QUEUE_SIZE`, `_MAX_EXPORT_BATCH_SIZE`, `_SCHEDULE_DELAY`,
+ * `_EXPORT_TIMEOUT`, ms), read the way the SDK reads `OTEL_BSP_*` for spans
+ * (a value that is not a number is ignored with a diagnostic); unset ones
+ * keep the SDK's defaults (queue 2,048, batch 512).
+ */
+const batchSettings = (prefix: "OTEL_BSP" | "OTEL_BLRP") => {
+  const settings: {
+    maxQueueSize?: number;
+    maxExportBatchSize?: number;
+    scheduledDelayMillis?: number;
+    exportTimeoutMillis?: number;
+  } = {};
+  const set = (key: keyof typeof settings, variable: string) => {
+    const value = getNumberFromEnv(`${prefix}_${variable}`);
+    if (value !== undefined) settings[key] = value;
+  };
+  set("maxQueueSize", "MAX_QUEUE_SIZE");
+  set("maxExportBatchSize", "MAX_EXPORT_BATCH_SIZE");
+  set("scheduledDelayMillis", "SCHEDULE_DELAY");
+  set("exportTimeoutMillis", "EXPORT_TIMEOUT");
+  return settings;
+};
+
 export const telemetryLayer = (options: TelemetryOptions = {}) =>
   Layer.scoped(
     Telemetry,
@@ -77,17 +106,8 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         [ATTR_SERVICE_VERSION]: VERSION,
       });
       const spanIds = new ClientSpanIds();
-      const tracerProvider = new BasicTracerProvider({
-        resource,
-        idGenerator: spanIds,
-        spanProcessors: [
-          ...(otlp
-            ? [new BatchSpanProcessor(new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }))]
-            : []),
-          ...(options.spanProcessors ?? []),
-        ],
-      });
       const prometheus = new PrometheusExporter({ preventServerStart: true });
+      // First: the batch processors below report their queues on it.
       const meterProvider = new MeterProvider({
         resource,
         readers: [
@@ -106,6 +126,23 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             : []),
         ],
       });
+      // Not a literal: the shim's option type does not list the (experimental) self-observability yet.
+      const spanBatch = { ...batchSettings("OTEL_BSP"), selfObsMeterProvider: meterProvider };
+      const tracerProvider = new BasicTracerProvider({
+        resource,
+        idGenerator: spanIds,
+        spanProcessors: [
+          ...(otlp
+            ? [
+                new BatchSpanProcessor(
+                  new OTLPTraceExporter({ url: `${endpoint}/v1/traces` }),
+                  spanBatch,
+                ),
+              ]
+            : []),
+          ...(options.spanProcessors ?? []),
+        ],
+      });
       const loggerProvider = new LoggerProvider({
         resource,
         processors: [
@@ -113,6 +150,8 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             ? [
                 new BatchLogRecordProcessor({
                   exporter: new OTLPLogExporter({ url: `${endpoint}/v1/logs` }),
+                  ...batchSettings("OTEL_BLRP"),
+                  selfObsMeterProvider: meterProvider,
                 }),
               ]
             : []),
