@@ -48,6 +48,7 @@ const make = (options: KafkaMessageLogOptions) =>
       append,
       consume: makeConsume(client),
       read: makeRead(client),
+      lag: () => [...client.lags.values()],
     };
     return log;
   });

@@ -95,9 +95,18 @@ export interface TopicPage {
   readonly next?: Readonly<Record<number, number>>;
 }
 
+/** How far a group's member is behind the end of a partition it owns. */
+export interface PartitionLag extends TopicPartition {
+  readonly group: string;
+  /** Records in the partition after the last batch the member fetched. */
+  readonly lag: number;
+}
+
 export interface MessageLogShape {
   /** `kafka` or `embedded`. */
   readonly backend: string;
+  /** Consumer lag of this process's members, where the driver reports it (Kafka). */
+  readonly lag?: () => ReadonlyArray<PartitionLag>;
   /** Cheap round trip to the backend, bounded in time. */
   readonly ping: Effect.Effect<void, StoreUnavailable>;
   /** Creates the topics that do not exist yet (configured partitions and retention). */

@@ -13,7 +13,7 @@ import { Telemetry } from "../telemetry/pipeline.js";
 import { traceBackend } from "../telemetry/spans.js";
 import { makeDeadLetters } from "./dead-letters.js";
 import { EmbeddedMessageLog } from "./embedded.js";
-import { MessageLog } from "./log.js";
+import { MessageLog, type MessageLogShape } from "./log.js";
 import { MessageBus } from "./MessageBus.js";
 import { makePublisher } from "./publisher.js";
 import { makeRequests } from "./requests.js";
@@ -44,7 +44,8 @@ const MessageBusImpl = Layer.scoped(
       `${config.kafkaClientId}.replies.${randomUUID()}`,
     );
     const telemetry = yield* Effect.serviceOption(Telemetry);
-    if (Option.isSome(telemetry)) observeBus(telemetry.value.meter, subscriptions.stats);
+    if (Option.isSome(telemetry))
+      observeBus(telemetry.value.meter, subscriptions.stats, backend.lag);
     return {
       sendCommand: publisher.sendCommand,
       publishEvent: publisher.publishEvent,
@@ -68,7 +69,23 @@ const MessageBusImpl = Layer.scoped(
 const observeBus = (
   meter: Meter,
   stats: () => { subscriptions: number; inFlight: number; unfinished: number },
+  lag: MessageLogShape["lag"],
 ) => {
+  if (lag !== undefined) {
+    meter
+      .createObservableGauge("messaging.consumer.lag", {
+        description:
+          "Records after the last batch a group member of this instance fetched, per partition (Kafka)",
+      })
+      .addCallback((result) => {
+        for (const l of lag())
+          result.observe(l.lag, {
+            "messaging.consumer.group.name": l.group,
+            "messaging.destination.name": l.topic,
+            "messaging.destination.partition.id": String(l.partition),
+          });
+      });
+  }
   const subscriptions = meter.createObservableGauge("messaging.subscriptions", {
     description: "Open Subscribe streams on this mesh instance",
   });

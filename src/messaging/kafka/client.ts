@@ -21,7 +21,7 @@ import {
   logLevel,
   type RetryOptions,
 } from "kafkajs";
-import { StoreUnavailable } from "../log.js";
+import { type PartitionLag, StoreUnavailable } from "../log.js";
 
 export interface KafkaMessageLogOptions {
   /** `host:port` of bootstrap brokers (any reachable one is enough). */
@@ -98,6 +98,8 @@ export interface KafkaClient {
   readonly maxMessageBytes: number;
   /** Most bytes of records one produce request carries. */
   readonly maxRequestBytes: number;
+  /** Lag of this process's members by group, topic and partition (from kafkajs batch events). */
+  readonly lags: Map<string, PartitionLag>;
 }
 
 /** `host:port`, `[v6]:port`: kafkajs wants the port. */
@@ -186,6 +188,7 @@ export const makeClient = (
       sendTimeout: Duration.millis(options.sendTimeoutMs),
       maxMessageBytes,
       maxRequestBytes: Math.floor(maxMessageBytes / 2),
+      lags: new Map(),
     };
   });
 

@@ -176,6 +176,24 @@ export const makeConsume =
       });
       consumer.on(consumer.events.REBALANCING, () => {
         owned = new Set();
+        forgetLags();
+      });
+      // Consumer lag as kafkajs reports it after each fetched batch (high watermark - next offset).
+      const lagKeys = new Set<string>();
+      const forgetLags = () => {
+        for (const key of lagKeys) client.lags.delete(key);
+        lagKeys.clear();
+      };
+      consumer.on(consumer.events.END_BATCH_PROCESS, ({ payload }) => {
+        if (!owned.has(tpKey(payload.topic, payload.partition))) return;
+        const key = `${options.group}\u0000${tpKey(payload.topic, payload.partition)}`;
+        lagKeys.add(key);
+        client.lags.set(key, {
+          group: options.group,
+          topic: payload.topic,
+          partition: payload.partition,
+          lag: Math.max(0, Number(payload.offsetLag)),
+        });
       });
 
       // -- failures
@@ -292,6 +310,7 @@ export const makeConsume =
         Effect.gen(function* () {
           closing = true;
           owned = new Set();
+          forgetLags();
           clearTimeout(restartTimer);
           yield* Effect.promise(() =>
             Promise.all(
