@@ -5,11 +5,13 @@
  * must show up on the page, through the page's own Connect-web calls over
  * HTTP/1.1. Leaves a screenshot in `.cache/artifacts/console.png`.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Client, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Option } from "effect";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
@@ -17,6 +19,7 @@ import { ServiceStatus } from "../../gen/floworchestrator/datastore/v1/service_r
 import { BranchStatus } from "../../gen/floworchestrator/memory/v1/branch_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import { defaultConfig } from "../../src/config.js";
 import { ensureChromium } from "../infra/chromium.js";
 import { repoRoot } from "../infra/process.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
@@ -245,5 +248,41 @@ describe("web console in chromium", () => {
     await shown('[data-stream="services"][data-state="disconnected"]');
     await shown('[data-stream="feed"][data-state="disconnected"]');
     await shown("#header-health", /^DISCONNECTED$/);
+  });
+});
+
+describe("web console with authentication on", () => {
+  it("calls nothing successfully until a token is entered, then shows the mesh", async () => {
+    const token = randomBytes(24).toString("base64url");
+    const file = join(await mkdtemp(join(tmpdir(), "fo-console-auth-")), "tokens.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        tokens: [
+          {
+            principal: "operator",
+            sha256: createHash("sha256").update(token).digest("hex"),
+            allow: ["*"],
+          },
+        ],
+      }),
+    );
+    const secured = await startMesh({
+      security: { ...defaultConfig().security, authTokensFile: Option.some(file) },
+    });
+    const tab = await context.newPage();
+    try {
+      await tab.goto(secured.url);
+      await tab
+        .locator('[data-stream="health"][data-state="disconnected"]')
+        .waitFor({ timeout: SHOWN_MS });
+      await tab.fill(".token-input", token);
+      await tab.click(".token-form button");
+      await tab.locator('[data-stream="health"][data-state="live"]').waitFor({ timeout: SHOWN_MS });
+      expect(await tab.locator("#overall-health").textContent()).toMatch(/SERVING/);
+    } finally {
+      await tab.close();
+      await secured.close();
+    }
   });
 });
