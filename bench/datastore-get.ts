@@ -1,58 +1,76 @@
 /**
- * DataStore GetEntity through the mesh vs the same findOne issued directly
- * with the driver: same FerretDB, same pool size, same concurrency.
- *
- *   npm run bench:datastore            # 5 rounds of 5 s per side
- *   npm run bench:datastore -- --quick # a smoke run of a few seconds
+ * DataStore GetEntity of a 1 KiB document through the mesh (MongoDB adapter)
+ * vs the same findOne issued directly with the driver, on the same FerretDB
+ * with the same pool size. Both sides are loaded from the bench process: the
+ * baseline is a driver call no external tool can make.
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MongoClient } from "mongodb";
 import { DataStoreService } from "../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
-import { up } from "../test/infra/index.js";
-import { spawnMesh } from "../test/support/process.js";
-import { comparePair, report } from "./harness.js";
+import { comparePair, type PairGroup } from "./harness.js";
+import { startMesh } from "./servers.js";
+import { NODE_CLIENT, nodeSide } from "./tools.js";
 
-const POOL = 50; // the mesh adapter's maxPoolSize
+/** The mesh adapter's maxPoolSize (src/datastore/mongodb.ts). */
+const POOL = 50;
 
-const infra = await up({ log: (l) => console.error(l) });
-const database = `bench_${randomUUID().slice(0, 8)}`;
-const mesh = await spawnMesh({ FO_MONGODB_URI: infra.mongodbUri, FO_MONGODB_DATABASE: database });
-try {
-  const client = createClient(
-    DataStoreService,
-    createConnectTransport({ baseUrl: mesh.url, httpVersion: "2" }),
-  );
-  await client.createEntity({
-    kind: "bench",
-    id: "doc-1",
-    document: { payload: "x".repeat(1000), n: 1 },
-  });
-  const direct = new MongoClient(infra.mongodbUri, {
-    maxPoolSize: POOL,
-    serverSelectionTimeoutMS: 2000,
-  });
-  const entities = direct.db(database).collection<{ _id: string }>("entities");
-  const [mesh1, direct1] = await comparePair(
-    () => client.getEntity({ kind: "bench", id: "doc-1" }),
-    async () => {
-      if ((await entities.findOne({ _id: "bench:doc-1" })) === null)
-        throw new Error("seed document missing");
-    },
-  );
-  await direct.close();
-  report("datastore-get", "GetEntity (1 KiB) via mesh vs direct findOne on FerretDB", [
-    {
-      name: "GetEntity",
-      meshLabel: "mesh GetEntity (Connect, HTTP/2)",
-      directLabel: "direct findOne",
-      mesh: mesh1,
-      direct: direct1,
-    },
-  ]);
-} finally {
-  mesh.child.kill("SIGTERM");
-  await mesh.exited;
-}
-process.exit(0);
+export const datastore: PairGroup = {
+  id: "datastore",
+  title: "DataStore",
+  infra: true,
+  run: async ({ infra, profileDir }) => {
+    if (infra === undefined) throw new Error("needs the real backends");
+    const database = `bench_${randomUUID().slice(0, 8)}`;
+    const mesh = await startMesh(
+      { FO_MONGODB_URI: infra.mongodbUri, FO_MONGODB_DATABASE: database },
+      profileDir,
+    );
+    const direct = new MongoClient(infra.mongodbUri, {
+      maxPoolSize: POOL,
+      serverSelectionTimeoutMS: 2000,
+    });
+    try {
+      const client = createClient(DataStoreService, createGrpcTransport({ baseUrl: mesh.url }));
+      await client.createEntity({
+        kind: "bench",
+        id: "doc-1",
+        document: { payload: "x".repeat(1000), n: 1 },
+      });
+      // The adapter's own layout: collection "entities", _id "<kind>:<id>".
+      const entities = direct.db(database).collection<{ _id: string }>("entities");
+      const result = await comparePair(
+        "DataStore: GetEntity 1 KiB",
+        nodeSide({
+          label: "mesh GetEntity",
+          tool: NODE_CLIENT,
+          pids: [mesh.pid],
+          call: () => client.getEntity({ kind: "bench", id: "doc-1" }),
+        }),
+        nodeSide({
+          label: "direct findOne",
+          tool: "Node: mongodb driver",
+          call: async () => {
+            if ((await entities.findOne({ _id: "bench:doc-1" })) === null)
+              throw new Error("seed document missing");
+          },
+        }),
+      );
+      return [
+        {
+          name: "DataStore: GetEntity 1 KiB",
+          result,
+          target: { maxAddedP50: 0.15, minRatio: 0.8 },
+        },
+      ];
+    } finally {
+      await mesh.stop();
+      await direct
+        .db(database)
+        .dropDatabase()
+        .catch(() => {});
+      await direct.close();
+    }
+  },
+};

@@ -1,132 +1,379 @@
 /**
- * What every benchmark pair shares: a closed-loop load of N concurrent
- * callers, percentiles, interleaved rounds (A, B, A, B…) so machine drift hits
- * both sides, and the JSON + Markdown report with the machine description.
+ * What every benchmark pair shares: the two phases each side of a pair is
+ * measured in (throughput at a fixed number of concurrent calls, closed loop;
+ * latency at a fixed request rate, open loop), rounds interleaved A, B, A, B…
+ * so machine drift hits both sides, percentiles, and the CPU and memory of the
+ * server processes read from /proc while the load runs.
+ *
+ * A side is anything that can produce those two samples: an off-the-shelf
+ * load generator in its own process (bench/tools.ts), or the in-process Node
+ * load below, kept for the pairs whose baseline is a driver call (findOne,
+ * IMap.get, kafkajs send) that no external tool can issue.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
-import { cpus } from "node:os";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 
-export const quick = process.argv.includes("--quick");
-export const ROUNDS = quick ? 1 : 5;
-export const SECONDS = quick ? 1 : 5;
-export const CONCURRENCY = 16;
+const argv = process.argv.slice(2);
+/** `npm run bench -- --quick`: seconds per pair, for CI; asserts nothing about speed. */
+export const quick = argv.includes("--quick");
 
-interface Run {
-  readonly latencies: number[];
-  readonly elapsed: number;
+export const settings = {
+  rounds: quick ? 1 : 5,
+  /** Length of one measured run of one side. */
+  seconds: quick ? 1 : 5,
+  warmupSeconds: quick ? 0.5 : 2,
+  /** Concurrent calls (streams, connections or callers) of the throughput phase. */
+  concurrency: 16,
+} as const;
+
+export type Settings = { readonly [K in keyof typeof settings]: number };
+
+/** One run of one side: what a load generator reports. Latencies in ms. */
+export interface Sample {
+  readonly latencies: ReadonlyArray<number>;
+  /** Calls (or messages) completed; equals `latencies.length` unless the tool only counts. */
+  readonly count: number;
+  readonly seconds: number;
+  readonly errors: number;
 }
 
-/** `CONCURRENCY` callers, each issuing the next request when its last returns. */
-const load = async (call: () => Promise<unknown>, seconds: number): Promise<Run> => {
-  const latencies: number[] = [];
-  const until = performance.now() + seconds * 1000;
-  const worker = async () => {
-    while (performance.now() < until) {
-      const t = performance.now();
-      await call();
-      latencies.push(performance.now() - t);
-    }
-  };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-  return { latencies, elapsed: (performance.now() - started) / 1000 };
-};
-
-const percentile = (sorted: number[], p: number) =>
-  sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
-
 export interface Summary {
-  readonly requests: number;
+  readonly count: number;
+  readonly seconds: number;
   readonly rps: number;
   readonly p50: number;
   readonly p90: number;
   readonly p99: number;
   readonly max: number;
+  readonly errors: number;
 }
 
-const summarize = (runs: Run[]): Summary => {
-  const all = runs.flatMap((r) => r.latencies).sort((a, b) => a - b);
-  const seconds = runs.reduce((s, r) => s + r.elapsed, 0);
+const percentile = (sorted: ArrayLike<number>, p: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN;
+
+/** Pools the runs of one side: percentiles over every latency, rate over the summed time. */
+export const summarize = (runs: ReadonlyArray<Sample>): Summary => {
+  const all = Float64Array.from(runs.flatMap((r) => r.latencies)).sort();
+  const count = runs.reduce((s, r) => s + r.count, 0);
+  const seconds = runs.reduce((s, r) => s + r.seconds, 0);
   return {
-    requests: all.length,
-    rps: all.length / seconds,
+    count,
+    seconds,
+    rps: count / seconds,
     p50: percentile(all, 0.5),
     p90: percentile(all, 0.9),
     p99: percentile(all, 0.99),
     max: all[all.length - 1] ?? Number.NaN,
+    errors: runs.reduce((s, r) => s + r.errors, 0),
   };
 };
 
-/** A throughput-only result: `count` items in `seconds` (no per-request latencies). */
-export const throughput = (count: number, seconds: number): Summary => ({
-  requests: count,
-  rps: count / seconds,
-  p50: Number.NaN,
-  p90: Number.NaN,
-  p99: Number.NaN,
-  max: Number.NaN,
-});
+// ---- in-process Node load -------------------------------------------------
 
-/** Warms both sides up, then runs them interleaved; returns [mesh, direct]. */
-export const comparePair = async (
-  viaMesh: () => Promise<unknown>,
-  direct: () => Promise<unknown>,
-): Promise<[Summary, Summary]> => {
-  await load(viaMesh, quick ? 0.3 : 2);
-  await load(direct, quick ? 0.3 : 2);
-  const meshRuns: Run[] = [];
-  const directRuns: Run[] = [];
-  for (let round = 0; round < ROUNDS; round++) {
-    meshRuns.push(await load(viaMesh, SECONDS));
-    directRuns.push(await load(direct, SECONDS));
-  }
-  return [summarize(meshRuns), summarize(directRuns)];
+/** `settings.concurrency` callers, each issuing its next call when its last returns. */
+export const closedLoop = async (
+  call: () => Promise<unknown>,
+  seconds: number,
+  concurrency: number = settings.concurrency,
+): Promise<Sample> => {
+  const latencies: number[] = [];
+  let errors = 0;
+  const until = performance.now() + seconds * 1000;
+  const worker = async () => {
+    while (performance.now() < until) {
+      const t = performance.now();
+      try {
+        await call();
+        latencies.push(performance.now() - t);
+      } catch {
+        errors++;
+      }
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return {
+    latencies,
+    count: latencies.length,
+    seconds: (performance.now() - started) / 1000,
+    errors,
+  };
 };
 
-export interface PairResult {
-  readonly name: string;
-  readonly meshLabel: string;
-  readonly directLabel: string;
-  readonly mesh: Summary;
-  readonly direct: Summary;
-  /** What the issue asks: added p50 (omitted for throughput-only pairs) and throughput ratio. */
-  readonly target?: { readonly p50AddedMs?: number; readonly ratio: number };
+/** Beyond this many calls in flight the open loop counts the next ones as errors (a side that cannot keep up). */
+const MAX_IN_FLIGHT = 2000;
+
+/**
+ * Open loop: call `i` is issued at `i / rps` seconds whether or not earlier
+ * ones have returned, so a slow server queues work instead of slowing the
+ * generator down (no coordinated omission). Timers tick at ~1 ms, so calls
+ * due in the same millisecond leave together. Latency runs from the moment
+ * the call is issued to its answer, as ghz and autocannon measure it.
+ */
+export const openLoop = async (
+  call: () => Promise<unknown>,
+  rps: number,
+  seconds: number,
+): Promise<Sample> => {
+  const latencies: number[] = [];
+  let errors = 0;
+  let issued = 0;
+  let inFlight = 0;
+  let drained: (() => void) | undefined;
+  const start = performance.now();
+  const end = start + seconds * 1000;
+  const issue = () => {
+    if (inFlight >= MAX_IN_FLIGHT) {
+      errors++;
+      return;
+    }
+    inFlight++;
+    const t = performance.now();
+    call()
+      .then(
+        () => latencies.push(performance.now() - t),
+        () => errors++,
+      )
+      .finally(() => {
+        if (--inFlight === 0) drained?.();
+      });
+  };
+  for (let now = start; now < end; now = performance.now()) {
+    const due = Math.min(Math.floor(((now - start) / 1000) * rps) + 1, Math.ceil(seconds * rps));
+    while (issued < due) {
+      issued++;
+      issue();
+    }
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  if (inFlight > 0) await new Promise<void>((r) => (drained = r));
+  // Until the last answer (as ghz's --duration-stop=wait counts it): a side that
+  // fell behind shows a completion rate below the rate it was offered.
+  return {
+    latencies,
+    count: latencies.length,
+    seconds: (performance.now() - start) / 1000,
+    errors,
+  };
+};
+
+// ---- the processes a side charges its cost to ------------------------------
+
+const clockTicks = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100; // USER_HZ on every Linux architecture Node runs on
+  }
+})();
+
+/** User + system CPU seconds of a process so far, every thread included (/proc/<pid>/stat). */
+export const cpuSeconds = (pid: number): number => {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // Fields after the parenthesised command name (which may hold spaces): state is field 3,
+  // utime field 14, stime field 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+};
+
+/** Peak resident set size of a process so far, MiB (VmHWM). */
+export const peakRssMiB = (pid: number): number => {
+  const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return m?.[1] === undefined ? Number.NaN : Number(m[1]) / 1024;
+};
+
+// ---- pairs ----------------------------------------------------------------
+
+export interface Side {
+  /** What is measured, e.g. "mesh, gRPC" or "direct findOne". */
+  readonly label: string;
+  /** How it is loaded, e.g. "h2load + ghz" or "in-process Node (connect-node gRPC client)". */
+  readonly tool: string;
+  /**
+   * Server processes whose CPU and memory this side is charged with (the
+   * mesh, the bare server; empty for a driver called in the bench process).
+   */
+  readonly pids: ReadonlyArray<number>;
+  /** One closed-loop run at `settings.concurrency`, for about `seconds`. */
+  readonly throughput: (seconds: number) => Promise<Sample>;
+  /** One open-loop run at `rps` for `seconds`; absent for throughput-only pairs. */
+  readonly latency?: (rps: number, seconds: number) => Promise<Sample>;
 }
 
-/** Writes `bench/results/<file>.json` and prints a Markdown table with the target check. */
-export const report = (file: string, title: string, pairs: ReadonlyArray<PairResult>) => {
-  const result = {
-    date: new Date().toISOString(),
-    machine: { cpu: cpus()[0]?.model ?? "unknown", cores: cpus().length, node: process.version },
-    setup: { rounds: ROUNDS, secondsPerRound: SECONDS, concurrency: CONCURRENCY, quick },
-    pairs: pairs.map((p) => ({
-      ...p,
-      p50AddedMs: p.mesh.p50 - p.direct.p50,
-      throughputRatio: p.mesh.rps / p.direct.rps,
-    })),
+export interface SideResult {
+  readonly label: string;
+  readonly tool: string;
+  readonly throughput: Summary;
+  readonly latency?: Summary;
+  /** CPU seconds of `pids` per 1,000 calls, over the throughput phase. */
+  readonly cpuPer1k?: number;
+  /** Sum of the peak RSS of `pids` at the end of the pair. */
+  readonly peakRssMiB?: number;
+  /** Each round on its own, in order (drift shows here). */
+  readonly rounds?: {
+    readonly throughput: ReadonlyArray<Summary>;
+    readonly latency?: ReadonlyArray<Summary>;
   };
-  mkdirSync("bench/results", { recursive: true });
-  writeFileSync(`bench/results/${file}.json`, `${JSON.stringify(result, null, 2)}\n`);
-  const ms = (x: number) => x.toFixed(3);
-  console.log(`\n${title}, concurrency ${CONCURRENCY}, ${ROUNDS}×${SECONDS}s interleaved`);
-  console.log("| path | req/s | p50 ms | p90 ms | p99 ms | max ms |\n|---|---|---|---|---|---|");
-  for (const p of result.pairs) {
-    for (const [label, s] of [
-      [p.meshLabel, p.mesh],
-      [p.directLabel, p.direct],
+}
+
+export interface PairResult {
+  readonly a: SideResult;
+  /** Absent for a context row that has nothing to compare with (the floor). */
+  readonly b?: SideResult;
+  /** The fixed rate both sides' latency phase ran at. */
+  readonly latencyRps?: number;
+}
+
+/**
+ * The rate of the latency phase: `"b"` is half the baseline's measured
+ * throughput (the issue's "half the bare server's saturation rate"); `"min"`
+ * is half the slower side's, so both sides can sustain it.
+ */
+export type RateRule = "b" | "min";
+
+/** Set by bench/run.ts while profiling a pair that missed its target (see there). */
+export const profiling: {
+  pair?: string;
+  seconds: number;
+  /** CLOCK_MONOTONIC µs (the clock of V8's profiles) while the profiled load ran. */
+  window?: readonly [number, number];
+} = { seconds: quick ? 3 : 10 };
+
+/** CLOCK_MONOTONIC in µs: process.hrtime and V8's CPU profiles share it. */
+export const monotonicMicros = () => Number(process.hrtime.bigint() / 1000n);
+
+const measure = async (side: Side, run: () => Promise<Sample>) => {
+  const before = side.pids.map(cpuSeconds);
+  const sample = await run();
+  const cpu = side.pids.reduce((s, pid, i) => s + cpuSeconds(pid) - (before[i] ?? 0), 0);
+  return { sample, cpu };
+};
+
+const placeholder: SideResult = {
+  label: "",
+  tool: "",
+  throughput: summarize([{ latencies: [], count: 0, seconds: 1, errors: 0 }]),
+};
+
+/**
+ * Warms both sides up, runs their throughput phase interleaved, then (when
+ * both sides have one) their latency phase at a fixed rate derived from the
+ * measured throughputs, interleaved too.
+ */
+export const comparePair = async (
+  name: string,
+  a: Side,
+  b: Side,
+  rule: RateRule = "min",
+): Promise<PairResult> => {
+  if (profiling.pair !== undefined) {
+    // Only side A of the pair being profiled runs, long enough for a profile.
+    if (profiling.pair !== name) return { a: placeholder, b: placeholder };
+    await a.throughput(settings.warmupSeconds);
+    const from = monotonicMicros();
+    await a.throughput(profiling.seconds);
+    profiling.window = [from, monotonicMicros()];
+    return { a: placeholder, b: placeholder };
+  }
+  console.error(`  ${name}: warming up`);
+  await a.throughput(settings.warmupSeconds);
+  await b.throughput(settings.warmupSeconds);
+  const runs = { a: [] as Sample[], b: [] as Sample[] };
+  const cpu = { a: 0, b: 0 };
+  for (let round = 0; round < settings.rounds; round++) {
+    for (const [key, side] of [
+      ["a", a],
+      ["b", b],
     ] as const) {
-      console.log(
-        `| ${label} | ${s.rps.toFixed(0)} | ${ms(s.p50)} | ${ms(s.p90)} | ${ms(s.p99)} | ${ms(s.max)} |`,
-      );
+      const m = await measure(side, () => side.throughput(settings.seconds));
+      runs[key].push(m.sample);
+      cpu[key] += m.cpu;
     }
-    const target = p.target ?? { p50AddedMs: 0.15, ratio: 0.8 };
-    const latency =
-      target.p50AddedMs === undefined
-        ? ""
-        : `mesh adds ${ms(p.p50AddedMs)} ms at p50 (target ≤ ${ms(target.p50AddedMs)}); `;
-    console.log(
-      `${p.name}: ${latency}throughput ${(p.throughputRatio * 100).toFixed(0)} % of direct (target ≥ ${(target.ratio * 100).toFixed(0)} %)`,
+  }
+  const throughput = { a: summarize(runs.a), b: summarize(runs.b) };
+  console.error(
+    `  ${name}: throughput ${throughput.a.rps.toFixed(0)} vs ${throughput.b.rps.toFixed(0)} /s`,
+  );
+  let latencyRps: number | undefined;
+  const latency: { a?: Summary; b?: Summary } = {};
+  let lat: { a: Sample[]; b: Sample[] } | undefined;
+  if (a.latency !== undefined && b.latency !== undefined) {
+    const base = rule === "b" ? throughput.b.rps : Math.min(throughput.a.rps, throughput.b.rps);
+    latencyRps = Math.max(1, Math.round(base / 2));
+    lat = { a: [], b: [] };
+    for (let round = 0; round < settings.rounds; round++) {
+      lat.a.push(await a.latency(latencyRps, settings.seconds));
+      lat.b.push(await b.latency(latencyRps, settings.seconds));
+    }
+    latency.a = summarize(lat.a);
+    latency.b = summarize(lat.b);
+    console.error(
+      `  ${name}: at ${latencyRps}/s p50 ${latency.a.p50.toFixed(3)} vs ${latency.b.p50.toFixed(3)} ms`,
     );
   }
+  const each = (samples: ReadonlyArray<Sample>) => samples.map((x) => summarize([x]));
+  const result = (key: "a" | "b", side: Side): SideResult => ({
+    label: side.label,
+    tool: side.tool,
+    throughput: throughput[key],
+    ...(latency[key] === undefined ? {} : { latency: latency[key] }),
+    rounds: {
+      throughput: each(runs[key]),
+      ...(lat === undefined ? {} : { latency: each(lat[key]) }),
+    },
+    ...(side.pids.length === 0
+      ? {}
+      : {
+          cpuPer1k: (cpu[key] / throughput[key].count) * 1000,
+          peakRssMiB: side.pids.reduce((s, pid) => s + peakRssMiB(pid), 0),
+        }),
+  });
+  return {
+    a: result("a", a),
+    b: result("b", b),
+    ...(latencyRps === undefined ? {} : { latencyRps }),
+  };
 };
+
+// ---- rows of RESULTS.md ------------------------------------------------------
+
+export interface Target {
+  /** Side A's throughput over side B's, at least. */
+  readonly minRatio?: number;
+  /** Side A's p50 minus side B's at the latency phase's rate, at most (ms). */
+  readonly maxAddedP50?: number;
+  /** The same at p99. */
+  readonly maxAddedP99?: number;
+}
+
+export interface Row {
+  /** The pair as RESULTS.md names it. */
+  readonly name: string;
+  readonly result: PairResult;
+  /** Absent: for orientation only. */
+  readonly target?: Target;
+  /** What the rate column counts, "req/s" unless said. */
+  readonly unit?: string;
+  /** Anything a reader needs to read the row right. */
+  readonly note?: string;
+}
+
+/** A group of pairs sharing set-up (servers, backends). Runs them and returns their rows. */
+export interface PairGroup {
+  readonly id: string;
+  readonly title: string;
+  /** Needs the real backends of test/infra. */
+  readonly infra: boolean;
+  readonly run: (ctx: GroupContext) => Promise<Row[]>;
+}
+
+export interface GroupContext {
+  readonly infra?: {
+    readonly mongodbUri: string;
+    readonly kafkaBrokers: ReadonlyArray<string>;
+    readonly hazelcastMembers: ReadonlyArray<string>;
+  };
+  /** Where to write the mesh's V8 CPU profile, when profiling (bench/servers.ts reads it). */
+  readonly profileDir?: string;
+}

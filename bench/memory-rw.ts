@@ -1,83 +1,83 @@
 /**
- * MemoryManager Read and Write of 1 KiB through the mesh vs direct
- * hazelcast-client `get` / `set` on the same member, same concurrency.
- *
- *   npm run bench:memory            # 5 rounds of 5 s per side and pair
- *   npm run bench:memory -- --quick # a smoke run
+ * MemoryManager Read and Write of 1 KiB through the mesh (Hazelcast adapter)
+ * vs direct hazelcast-client IMap.get / IMap.set on the same member. Both
+ * sides are loaded from the bench process: the baseline is a driver call no
+ * external tool can make.
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Client } from "hazelcast-client";
 import { MemoryManagerService } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
-import { up } from "../test/infra/index.js";
-import { spawnMesh } from "../test/support/process.js";
-import { comparePair, report } from "./harness.js";
+import { comparePair, type PairGroup } from "./harness.js";
+import { startMesh } from "./servers.js";
+import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 /** Spread over many addresses so concurrent writers rarely race for one version. */
 const SLOTS = 64;
+const target = { maxAddedP50: 0.15, minRatio: 0.8 };
 
-const infra = await up({ log: (l) => console.error(l) });
-const mesh = await spawnMesh({
-  FO_HAZELCAST_MEMBERS: infra.hazelcastMembers.join(","),
-  FO_HAZELCAST_CLUSTER: "dev",
-});
-const hz = await Client.newHazelcastClient({
-  clusterName: "dev",
-  network: { clusterMembers: [...infra.hazelcastMembers] },
-  properties: { "hazelcast.client.statistics.enabled": false },
-});
-try {
-  const exec = `BENCH-${randomUUID().slice(0, 8)}`;
-  const memory = createClient(
-    MemoryManagerService,
-    createConnectTransport({ baseUrl: mesh.url, httpVersion: "2" }),
-  );
-  const data = new Uint8Array(1024).fill(120);
-  const address = (i: number) => ({
-    kind: { case: "text" as const, value: `${exec}:FLOW:PROCESS:main:${i}:Data` },
-  });
-  const map = await hz.getMap<string, Buffer>(`bench-direct-${exec}`);
-  for (let i = 0; i < SLOTS; i++) {
-    await memory.allocate({
-      address: address(i),
-      owner: "bench",
-      ttl: { seconds: 3600n },
-      maxIdle: { seconds: 3600n },
+export const memory: PairGroup = {
+  id: "memory",
+  title: "MemoryManager",
+  infra: true,
+  run: async ({ infra, profileDir }) => {
+    if (infra === undefined) throw new Error("needs the real backends");
+    const mesh = await startMesh(
+      { FO_HAZELCAST_MEMBERS: infra.hazelcastMembers.join(","), FO_HAZELCAST_CLUSTER: "dev" },
+      profileDir,
+    );
+    const hz = await Client.newHazelcastClient({
+      clusterName: "dev",
+      network: { clusterMembers: [...infra.hazelcastMembers] },
+      // Its INFO lines (connecting, shutting down) would bury the run's progress.
+      properties: {
+        "hazelcast.client.statistics.enabled": false,
+        "hazelcast.logging.level": "WARN",
+      },
     });
-    await memory.write({ address: address(i), owner: "bench", data });
-    await map.set(`k${i}`, Buffer.from(data));
-  }
-  let n = 0;
-  const next = () => n++ % SLOTS;
-  const [readMesh, readDirect] = await comparePair(
-    () => memory.read({ address: address(next()) }),
-    () => map.get(`k${next()}`),
-  );
-  const [writeMesh, writeDirect] = await comparePair(
-    () => memory.write({ address: address(next()), owner: "bench", data }),
-    () => map.set(`k${next()}`, Buffer.from(data)),
-  );
-  report("memory-rw", "MemoryManager Read/Write (1 KiB) via mesh vs direct hazelcast-client", [
-    {
-      name: "Read",
-      meshLabel: "mesh Read (Connect, HTTP/2)",
-      directLabel: "direct IMap.get",
-      mesh: readMesh,
-      direct: readDirect,
-    },
-    {
-      name: "Write",
-      meshLabel: "mesh Write (Connect, HTTP/2)",
-      directLabel: "direct IMap.set",
-      mesh: writeMesh,
-      direct: writeDirect,
-    },
-  ]);
-  await map.destroy();
-} finally {
-  await hz.shutdown();
-  mesh.child.kill("SIGTERM");
-  await mesh.exited;
-}
-process.exit(0);
+    const exec = `BENCH-${randomUUID().slice(0, 8)}`;
+    const map = await hz.getMap<string, Buffer>(`bench-direct-${exec}`);
+    try {
+      const client = createClient(MemoryManagerService, createGrpcTransport({ baseUrl: mesh.url }));
+      const data = new Uint8Array(1024).fill(120);
+      const address = (i: number) => ({
+        kind: { case: "text" as const, value: `${exec}:FLOW:PROCESS:main:${i}:Data` },
+      });
+      for (let i = 0; i < SLOTS; i++) {
+        await client.allocate({
+          address: address(i),
+          owner: "bench",
+          ttl: { seconds: 3600n },
+          maxIdle: { seconds: 3600n },
+        });
+        await client.write({ address: address(i), owner: "bench", data });
+        await map.set(`k${i}`, Buffer.from(data));
+      }
+      let n = 0;
+      const next = () => n++ % SLOTS;
+      const mesh1 = (label: string, call: () => Promise<unknown>) =>
+        nodeSide({ label, tool: NODE_CLIENT, pids: [mesh.pid], call });
+      const direct = (label: string, call: () => Promise<unknown>) =>
+        nodeSide({ label, tool: "Node: hazelcast-client", call });
+      const read = await comparePair(
+        "MemoryManager: Read 1 KiB",
+        mesh1("mesh Read", () => client.read({ address: address(next()) })),
+        direct("direct IMap.get", () => map.get(`k${next()}`)),
+      );
+      const write = await comparePair(
+        "MemoryManager: Write 1 KiB",
+        mesh1("mesh Write", () => client.write({ address: address(next()), owner: "bench", data })),
+        direct("direct IMap.set", () => map.set(`k${next()}`, Buffer.from(data))),
+      );
+      return [
+        { name: "MemoryManager: Read 1 KiB", result: read, target },
+        { name: "MemoryManager: Write 1 KiB", result: write, target },
+      ];
+    } finally {
+      await mesh.stop();
+      await map.destroy().catch(() => {});
+      await hz.shutdown();
+    }
+  },
+};

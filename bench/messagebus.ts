@@ -1,218 +1,271 @@
 /**
- * MessageBus vs direct kafkajs on the same Kafka broker:
- * - PublishEvent (1 KiB) vs `producer.send` of one record (idempotent, acks all),
- *   same closed-loop concurrency;
- * - PublishBatch of 100 vs `producer.send` of 100 records: messages per second;
- * - Subscribe + Ack (one Ack per batch of deliveries) vs an `eachBatch`
- *   consumer with manual commits: how fast each drains the same number of
- *   pre-published messages.
- *
- *   npm run bench:messagebus            # 5 rounds of 5 s per side
- *   npm run bench:messagebus -- --quick # a smoke run
+ * MessageBus through the mesh (Kafka adapter) vs direct kafkajs on the same
+ * broker, both sides loaded from the bench process (the baselines are driver
+ * calls):
+ * - PublishEvent of 1 KiB vs `producer.send` of one record (idempotent, acks all);
+ * - PublishBatch of 100 vs `producer.send` of 100 records, in messages per second;
+ * - Subscribe + Ack (one Ack per tick of deliveries) vs an `eachBatch` consumer
+ *   with manual commits: each round a fresh consumer group drains the same
+ *   pre-published messages from the start.
  */
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Kafka, logLevel } from "kafkajs";
 import { MessageBusService } from "../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
-import { up } from "../test/infra/index.js";
-import { spawnMesh } from "../test/support/process.js";
-import { comparePair, quick, report, throughput } from "./harness.js";
+import { MessageKind } from "../gen/floworchestrator/messaging/v1/message_pb.js";
+import {
+  comparePair,
+  type PairGroup,
+  type PairResult,
+  profiling,
+  quick,
+  type Sample,
+  type Side,
+  type SideResult,
+} from "./harness.js";
+import { startMesh } from "./servers.js";
+import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 const BATCH = 100;
+/** Messages each consumption round drains. */
 const DRAIN = quick ? 2_000 : 20_000;
 
-const infra = await up({ log: (l) => console.error(l) });
-const brokers = infra.kafkaBrokers.join(",");
-const mesh = await spawnMesh({ FO_KAFKA_BROKERS: brokers });
-const kafka = new Kafka({
-  clientId: "bench-direct",
-  brokers: [...infra.kafkaBrokers],
-  logLevel: logLevel.NOTHING,
-});
-const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-const admin = kafka.admin();
-await producer.connect();
-await admin.connect();
-try {
-  const bus = createClient(
-    MessageBusService,
-    createConnectTransport({ baseUrl: mesh.url, httpVersion: "2" }),
-  );
-  const run = randomUUID().slice(0, 8);
-  const payload = new Uint8Array(1024).fill(120);
-  const directTopic = `bench-direct-${run}`;
-  await admin.createTopics({
-    topics: [{ topic: directTopic, numPartitions: 3 }],
-    waitForLeaders: true,
+/** Per call → per message, for PublishBatch. */
+const perMessage = (r: PairResult, k: number): PairResult => {
+  const scale = (s: SideResult): SideResult => ({
+    ...s,
+    throughput: { ...s.throughput, count: s.throughput.count * k, rps: s.throughput.rps * k },
+    ...(s.cpuPer1k === undefined ? {} : { cpuPer1k: s.cpuPer1k / k }),
   });
+  return { ...r, a: scale(r.a), ...(r.b === undefined ? {} : { b: scale(r.b) }) };
+};
 
-  const meshType = `Bench.${run}`;
-  let n = 0;
-  const key = () => `k${n++ % 64}`;
-  const [single, singleDirect] = await comparePair(
-    () =>
-      bus.publishEvent({
-        event: {
-          messageType: meshType,
-          contentType: "application/octet-stream",
-          payload,
-          partitionKey: key(),
-        },
-      }),
-    () =>
-      producer.send({
-        topic: directTopic,
-        acks: -1,
-        messages: [{ key: key(), value: Buffer.from(payload) }],
-      }),
-  );
-  const [batch, batchDirect] = await comparePair(
-    () =>
-      bus.publishBatch({
-        messages: Array.from({ length: BATCH }, () => ({
-          kind: 2,
-          messageType: meshType,
-          contentType: "application/octet-stream",
-          payload,
-          partitionKey: key(),
-        })),
-      }),
-    () =>
-      producer.send({
-        topic: directTopic,
-        acks: -1,
-        messages: Array.from({ length: BATCH }, () => ({
-          key: key(),
-          value: Buffer.from(payload),
-        })),
-      }),
-  );
-  const perMessage = (s: typeof batch) => ({ ...s, rps: s.rps * BATCH });
+const wanted = (name: string) => profiling.pair === undefined || profiling.pair === name;
 
-  // Consumption: drain DRAIN fresh messages each way.
-  const drainType = `BenchDrain.${run}`;
-  const drainTopic = `bench-drain-${run}`;
-  await admin.createTopics({
-    topics: [{ topic: drainTopic, numPartitions: 3 }],
-    waitForLeaders: true,
-  });
-  for (let i = 0; i < DRAIN; i += BATCH) {
-    const messages = Array.from({ length: BATCH }, () => ({
-      key: key(),
-      value: Buffer.from(payload),
-    }));
-    await producer.send({ topic: drainTopic, acks: -1, messages });
-    await bus.publishBatch({
-      messages: messages.map((m) => ({
-        kind: 2,
-        messageType: drainType,
-        contentType: "application/octet-stream",
-        payload,
-        partitionKey: m.key,
-      })),
+export const messagebus: PairGroup = {
+  id: "messagebus",
+  title: "MessageBus",
+  infra: true,
+  run: async ({ infra, profileDir }) => {
+    if (infra === undefined) throw new Error("needs the real backends");
+    const mesh = await startMesh({ FO_KAFKA_BROKERS: infra.kafkaBrokers.join(",") }, profileDir);
+    const kafka = new Kafka({
+      clientId: "bench-direct",
+      brokers: [...infra.kafkaBrokers],
+      logLevel: logLevel.NOTHING,
     });
-  }
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const admin = kafka.admin();
+    await producer.connect();
+    await admin.connect();
+    const run = randomUUID().slice(0, 8);
+    const directTopic = `bench-direct-${run}`;
+    const drainTopic = `bench-drain-${run}`;
+    try {
+      const bus = createClient(MessageBusService, createGrpcTransport({ baseUrl: mesh.url }));
+      const payload = new Uint8Array(1024).fill(120);
+      await admin.createTopics({
+        topics: [
+          { topic: directTopic, numPartitions: 3 },
+          { topic: drainTopic, numPartitions: 3 },
+        ],
+        waitForLeaders: true,
+      });
+      const meshType = `Bench.${run}`;
+      let n = 0;
+      const key = () => `k${n++ % 64}`;
+      const mesh1 = (label: string, call: () => Promise<unknown>) =>
+        nodeSide({ label, tool: NODE_CLIENT, pids: [mesh.pid], call });
+      const direct = (label: string, call: () => Promise<unknown>) =>
+        nodeSide({ label, tool: "Node: kafkajs", call });
 
-  const meshDrain = async () => {
-    const abort = new AbortController();
-    let done = 0;
-    let started = 0;
-    // Acknowledged in batches, as a consumer of a batch would: one Ack per tick of deliveries.
-    let pending: string[] = [];
-    const acks: Promise<unknown>[] = [];
-    const flush = () => {
-      if (pending.length === 0) return;
-      acks.push(bus.ack({ deliveryIds: pending }));
-      pending = [];
-    };
-    for await (const item of bus.subscribe(
-      { group: `bench-${run}`, eventTypes: [drainType], maxInFlight: 1000 },
-      { signal: abort.signal },
-    )) {
-      if (item.event.case === "subscribed") {
-        started = performance.now();
-        continue;
+      const single = await comparePair(
+        "MessageBus: PublishEvent 1 KiB",
+        mesh1("mesh PublishEvent", () =>
+          bus.publishEvent({
+            event: {
+              messageType: meshType,
+              contentType: "application/octet-stream",
+              payload,
+              partitionKey: key(),
+            },
+          }),
+        ),
+        direct("direct send, 1 record", () =>
+          producer.send({
+            topic: directTopic,
+            acks: -1,
+            messages: [{ key: key(), value: Buffer.from(payload) }],
+          }),
+        ),
+      );
+      const batch = await comparePair(
+        "MessageBus: PublishBatch ×100",
+        mesh1(`mesh PublishBatch ×${BATCH}`, () =>
+          bus.publishBatch({
+            messages: Array.from({ length: BATCH }, () => ({
+              kind: MessageKind.EVENT,
+              messageType: meshType,
+              contentType: "application/octet-stream",
+              payload,
+              partitionKey: key(),
+            })),
+          }),
+        ),
+        direct(`direct send, ${BATCH} records`, () =>
+          producer.send({
+            topic: directTopic,
+            acks: -1,
+            messages: Array.from({ length: BATCH }, () => ({
+              key: key(),
+              value: Buffer.from(payload),
+            })),
+          }),
+        ),
+      );
+
+      // Consumption: the same DRAIN messages on each side, published once.
+      const drainType = `BenchDrain.${run}`;
+      const consumeName = "MessageBus: Subscribe + Ack vs eachBatch";
+      if (wanted(consumeName)) {
+        for (let i = 0; i < DRAIN; i += BATCH) {
+          const messages = Array.from({ length: BATCH }, () => ({
+            key: key(),
+            value: Buffer.from(payload),
+          }));
+          await producer.send({ topic: drainTopic, acks: -1, messages });
+          await bus.publishBatch({
+            messages: messages.map((m) => ({
+              kind: MessageKind.EVENT,
+              messageType: drainType,
+              contentType: "application/octet-stream",
+              payload,
+              partitionKey: m.key,
+            })),
+          });
+        }
       }
-      if (item.event.case !== "delivery") continue;
-      if (pending.length === 0) setImmediate(flush);
-      pending.push(item.event.value.deliveryId);
-      if (++done === DRAIN) break;
-    }
-    flush();
-    await Promise.all(acks);
-    const seconds = (performance.now() - started) / 1000;
-    abort.abort();
-    return throughput(done, seconds);
-  };
-
-  const directDrain = async () => {
-    const consumer = kafka.consumer({ groupId: `bench-direct-${run}`, maxWaitTimeInMs: 100 });
-    await consumer.connect();
-    await consumer.subscribe({ topic: drainTopic, fromBeginning: true });
-    let done = 0;
-    let started = 0;
-    const finished = new Promise<void>((resolve) => {
-      consumer.on(consumer.events.GROUP_JOIN, () => {
-        started = performance.now();
-      });
-      void consumer.run({
-        autoCommit: false,
-        partitionsConsumedConcurrently: 3,
-        eachBatch: async ({ batch: b, resolveOffset }) => {
-          for (const m of b.messages) {
-            resolveOffset(m.offset);
-            done++;
+      let rounds = 0;
+      const meshDrain = async (): Promise<Sample> => {
+        const abort = new AbortController();
+        let done = 0;
+        let started = 0;
+        // Acknowledged in batches, as a consumer of a batch would: one Ack per tick of deliveries.
+        let pending: string[] = [];
+        const acks: Promise<unknown>[] = [];
+        const flush = () => {
+          if (pending.length === 0) return;
+          acks.push(bus.ack({ deliveryIds: pending }));
+          pending = [];
+        };
+        for await (const item of bus.subscribe(
+          { group: `bench-${run}-${rounds++}`, eventTypes: [drainType], maxInFlight: 1000 },
+          { signal: abort.signal },
+        )) {
+          if (item.event.case === "subscribed") {
+            started = performance.now();
+            continue;
           }
-          const last = b.messages[b.messages.length - 1];
-          if (last)
-            await consumer.commitOffsets([
-              { topic: b.topic, partition: b.partition, offset: String(Number(last.offset) + 1) },
-            ]);
-          if (done >= DRAIN) resolve();
-        },
+          if (item.event.case !== "delivery") continue;
+          if (pending.length === 0) setImmediate(flush);
+          pending.push(item.event.value.deliveryId);
+          if (++done === DRAIN) break;
+        }
+        flush();
+        await Promise.all(acks);
+        const seconds = (performance.now() - started) / 1000;
+        abort.abort();
+        return { latencies: [], count: done, seconds, errors: 0 };
+      };
+      const directDrain = async (): Promise<Sample> => {
+        const consumer = kafka.consumer({
+          groupId: `bench-direct-${run}-${rounds++}`,
+          maxWaitTimeInMs: 100,
+        });
+        await consumer.connect();
+        await consumer.subscribe({ topic: drainTopic, fromBeginning: true });
+        let done = 0;
+        let started = 0;
+        const finished = new Promise<void>((resolve) => {
+          consumer.on(consumer.events.GROUP_JOIN, () => {
+            started = performance.now();
+          });
+          void consumer.run({
+            autoCommit: false,
+            partitionsConsumedConcurrently: 3,
+            eachBatch: async ({ batch: b, resolveOffset }) => {
+              for (const m of b.messages) {
+                resolveOffset(m.offset);
+                done++;
+              }
+              const last = b.messages[b.messages.length - 1];
+              if (last)
+                await consumer.commitOffsets([
+                  {
+                    topic: b.topic,
+                    partition: b.partition,
+                    offset: String(Number(last.offset) + 1),
+                  },
+                ]);
+              if (done >= DRAIN) resolve();
+            },
+          });
+        });
+        await finished;
+        const seconds = (performance.now() - started) / 1000;
+        await consumer.disconnect();
+        return { latencies: [], count: done, seconds, errors: 0 };
+      };
+      // Throughput only: a drain is a fixed amount of work, not a timed run.
+      const drainSide = (
+        label: string,
+        tool: string,
+        pids: number[],
+        drain: () => Promise<Sample>,
+      ): Side => ({
+        label,
+        tool,
+        pids,
+        throughput: drain,
       });
-    });
-    await finished;
-    const seconds = (performance.now() - started) / 1000;
-    await consumer.disconnect();
-    return throughput(done, seconds);
-  };
-  const consumeDirect = await directDrain();
-  const consumeMesh = await meshDrain();
-
-  report("messagebus", "MessageBus via mesh vs direct kafkajs", [
-    {
-      name: "PublishEvent",
-      meshLabel: "mesh PublishEvent 1 KiB (Connect, HTTP/2)",
-      directLabel: "direct producer.send (1 record)",
-      mesh: single,
-      direct: singleDirect,
-      target: { p50AddedMs: 0.3, ratio: 0 },
-    },
-    {
-      name: "PublishBatch",
-      meshLabel: `mesh PublishBatch ×${BATCH} (messages/s)`,
-      directLabel: `direct producer.send ×${BATCH} (messages/s)`,
-      mesh: perMessage(batch),
-      direct: perMessage(batchDirect),
-      target: { ratio: 0.9 },
-    },
-    {
-      name: "Consume",
-      meshLabel: `mesh Subscribe + batched Ack (${DRAIN} messages)`,
-      directLabel: `direct eachBatch + commit (${DRAIN} messages)`,
-      mesh: consumeMesh,
-      direct: consumeDirect,
-      target: { ratio: 0.7 },
-    },
-  ]);
-  await admin.deleteTopics({ topics: [directTopic, drainTopic] }).catch(() => {});
-} finally {
-  await producer.disconnect();
-  await admin.disconnect();
-  mesh.child.kill("SIGTERM");
-  await mesh.exited;
-}
-process.exit(0);
+      const consume = await comparePair(
+        consumeName,
+        drainSide(`mesh Subscribe + Ack`, NODE_CLIENT, [mesh.pid], meshDrain),
+        drainSide("direct eachBatch + commit", "Node: kafkajs", [], directDrain),
+      );
+      return [
+        {
+          name: "MessageBus: PublishEvent 1 KiB",
+          result: single,
+          target: { maxAddedP50: 0.3 },
+        },
+        {
+          name: "MessageBus: PublishBatch ×100",
+          result: perMessage(batch, BATCH),
+          target: { minRatio: 0.9 },
+          unit: "msg/s",
+          note: `throughput and CPU per message; latencies are per call of ${BATCH} messages, at the rate shown in calls/s.`,
+        },
+        {
+          name: consumeName,
+          result: consume,
+          target: { minRatio: 0.7 },
+          unit: "msg/s",
+          note: `each round a new consumer group drains the same ${DRAIN.toLocaleString("en-US")} pre-published 1 KiB messages from the start (timed from the subscription's first item, or the kafkajs group join); the mesh side acknowledges each tick's deliveries with one Ack call.`,
+        },
+      ];
+    } finally {
+      await mesh.stop();
+      // The mesh's topics too (events, its groups' retry topics): all carry the run's id,
+      // so a run leaves nothing behind in a broker others use.
+      await admin
+        .listTopics()
+        .then((topics) => admin.deleteTopics({ topics: topics.filter((t) => t.includes(run)) }))
+        .catch(() => {});
+      await producer.disconnect();
+      await admin.disconnect();
+    }
+  },
+};

@@ -57,6 +57,8 @@ export const goTools = {
     "github.com/grpc-ecosystem/grpc-health-probe",
     "v0.4.62",
   ),
+  /** gRPC load generator for `npm run bench` (bench/tools.ts). */
+  ghz: tool("github.com/bojand/ghz/cmd/ghz", "github.com/bojand/ghz", "v0.120.0"),
 } as const;
 
 export interface Output {

@@ -1,0 +1,283 @@
+/**
+ * The load generators, each wrapped as a `Side` of a pair:
+ *
+ * - gRPC: `h2load` (nghttp2, C) for throughput at a fixed number of concurrent
+ *   streams, because on two shared cores a generator's own CPU is taken from
+ *   the server it loads and h2load needs far less of it than ghz; `ghz` for
+ *   latency at a fixed rate (`--rps --async`: open loop), because it speaks
+ *   gRPC (checks every call's grpc-status) and h2load only sees HTTP 200.
+ * - Connect over HTTP/1.1: `autocannon`, both phases (`overallRate` for the
+ *   fixed rate), run in the bench process; latencies are taken from its
+ *   per-response events, since its histogram keeps whole milliseconds only.
+ * - Driver-call pairs: the in-process Node load of bench/harness.ts.
+ */
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import {
+  create,
+  type DescMessage,
+  type DescService,
+  type MessageInitShape,
+  toBinary,
+  toJsonString,
+} from "@bufbuild/protobuf";
+import autocannon from "autocannon";
+import { ensureH2load } from "../test/infra/h2load.js";
+import { repoRoot } from "../test/infra/process.js";
+import { ensureGoTool, exec, goTools, outputTail } from "../test/interop/go-tools.js";
+import { closedLoop, openLoop, type Sample, type Side, settings } from "./harness.js";
+import type { Server } from "./servers.js";
+
+/** Scratch files (protoset, request bodies, h2load logs): git-ignored. */
+export const scratch = join(repoRoot, ".cache", "bench");
+
+export const tools = { ghz: "", h2load: "", protoset: join(scratch, "protoset.binpb") };
+
+/** Builds ghz (pinned, cached), installs h2load if missing, compiles the protoset ghz reads. */
+export const prepareTools = async (log: (line: string) => void) => {
+  mkdirSync(scratch, { recursive: true });
+  const ghz = await ensureGoTool(goTools.ghz);
+  if (ghz.built) log(`built ghz ${goTools.ghz.version}`);
+  tools.ghz = ghz.binary;
+  tools.h2load = await ensureH2load({ log });
+  // The servers need not offer reflection (the bare one does not): ghz reads the
+  // descriptors of every proto of the repository, as buf compiles them.
+  const buf = await exec(join(repoRoot, "node_modules", ".bin", "buf"), [
+    "build",
+    "-o",
+    tools.protoset,
+  ]);
+  if (buf.code !== 0) throw new Error(`buf build failed:\n${outputTail(buf)}`);
+};
+
+export const toolVersions = async () => {
+  const first = async (cmd: string, args: string[]) => {
+    const out = await exec(cmd, args);
+    return `${out.stdout}${out.stderr}`.trim().split("\n")[0] ?? "";
+  };
+  const { version } = createRequire(import.meta.url)("autocannon/package.json") as {
+    version: string;
+  };
+  return {
+    // `go install` builds carry no version string of their own ("dev").
+    ghz: `ghz ${goTools.ghz.version}`,
+    h2load: await first(tools.h2load, ["--version"]),
+    autocannon: `autocannon ${version}`,
+  };
+};
+
+// ---- gRPC: h2load + ghz ----------------------------------------------------
+
+/** One unary gRPC call: service, method and request (make it with `grpcCall`). */
+export interface GrpcCall {
+  readonly service: DescService;
+  readonly method: string;
+  readonly request: unknown;
+}
+
+/** A `GrpcCall` whose request is type-checked against the method's input. */
+export const grpcCall = <S extends DescService, M extends keyof S["method"] & string>(
+  service: S,
+  method: M,
+  request: S["method"][M] extends { input: infer I extends DescMessage }
+    ? MessageInitShape<I>
+    : never,
+): GrpcCall => ({ service, method, request });
+
+let bodies = 0;
+
+/** The call's request as a gRPC length-prefixed frame in a file, for h2load's `-d`. */
+const requestFrame = (call: GrpcCall) => {
+  const method = call.service.method[call.method];
+  if (method === undefined) throw new Error(`no method ${call.method}`);
+  // grpcCall checked the request's shape against this very method's input.
+  const message = create(method.input, call.request as MessageInitShape<DescMessage>);
+  const bytes = toBinary(method.input, message);
+  const frame = Buffer.alloc(5 + bytes.length);
+  frame.writeUInt32BE(bytes.length, 1);
+  frame.set(bytes, 5);
+  const file = join(scratch, `request-${process.pid}-${bodies++}.bin`);
+  writeFileSync(file, frame);
+  return {
+    file,
+    json: toJsonString(method.input, message),
+    path: `/${call.service.typeName}/${method.name}`,
+    ghzCall: `${call.service.typeName}/${method.name}`,
+  };
+};
+
+interface GhzReport {
+  count: number;
+  total: number;
+  statusCodeDistribution?: Record<string, number>;
+  errorDistribution?: Record<string, number>;
+  details?: Array<{ latency: number; status: string }>;
+}
+
+const ghz = async (server: Server, call: ReturnType<typeof requestFrame>, args: string[]) => {
+  const out = await exec(tools.ghz, [
+    "--insecure",
+    `--protoset=${tools.protoset}`,
+    `--call=${call.ghzCall}`,
+    `--data=${call.json}`,
+    // One core for the generator, the other for the server; Go would otherwise
+    // spread over both and take CPU from the process being measured.
+    "--cpus=1",
+    "--format=json",
+    ...args,
+    server.target,
+  ]);
+  if (out.code !== 0) throw new Error(`ghz failed (exit ${out.code}):\n${outputTail(out)}`);
+  return JSON.parse(out.stdout) as GhzReport;
+};
+
+const ghzErrors = (r: GhzReport) =>
+  Object.entries(r.statusCodeDistribution ?? {}).reduce(
+    (s, [status, n]) => (status === "OK" ? s : s + n),
+    0,
+  );
+
+/**
+ * A gRPC side: throughput with h2load over 4 connections × 4 streams
+ * (`settings.concurrency` in all), latency with ghz at a fixed rate. Checks
+ * once with ghz that the call answers OK, as h2load cannot tell.
+ */
+export const grpcSide = async (opts: {
+  label: string;
+  server: Server;
+  call: GrpcCall;
+  pids?: ReadonlyArray<number>;
+}): Promise<Side> => {
+  const call = requestFrame(opts.call);
+  const probe = await ghz(opts.server, call, ["--total=3", "--concurrency=1"]);
+  if (probe.statusCodeDistribution?.OK !== 3)
+    throw new Error(
+      `${call.ghzCall} on ${opts.label} does not answer OK: ${JSON.stringify(probe.statusCodeDistribution ?? probe.errorDistribution)}`,
+    );
+  const streams = 4;
+  return {
+    label: opts.label,
+    tool: "h2load / ghz",
+    pids: opts.pids ?? [opts.server.pid],
+    throughput: async (seconds) => {
+      const log = join(scratch, `h2load-${process.pid}.log`);
+      const out = await exec(tools.h2load, [
+        `--clients=${settings.concurrency / streams}`,
+        `--max-concurrent-streams=${streams}`,
+        `--duration=${Math.round(seconds * 1000)}ms`,
+        `--data=${call.file}`,
+        "--header=content-type: application/grpc",
+        "--header=te: trailers",
+        `--log-file=${log}`,
+        `${opts.server.url}${call.path}`,
+      ]);
+      if (out.code !== 0) throw new Error(`h2load failed (exit ${out.code}):\n${outputTail(out)}`);
+      const finished = /finished in ([\d.]+)(m?s),/.exec(out.stdout);
+      const requests =
+        /requests: .* (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out.stdout);
+      if (!finished || !requests) throw new Error(`cannot read h2load's output:\n${out.stdout}`);
+      // Per request: start (µs since the epoch), HTTP status, duration (µs).
+      const latencies: number[] = [];
+      for (const line of readFileSync(log, "utf8").split("\n")) {
+        const [, status, micros] = line.split("\t");
+        if (status === "200") latencies.push(Number(micros) / 1000);
+      }
+      rmSync(log, { force: true });
+      const [, ok, failed, errored, timeout] = requests.map(Number);
+      return {
+        latencies,
+        count: ok ?? 0,
+        seconds: Number(finished[1]) / (finished[2] === "ms" ? 1000 : 1),
+        errors: (failed ?? 0) + (errored ?? 0) + (timeout ?? 0),
+      };
+    },
+    latency: async (rps, seconds) => {
+      const report = await ghz(opts.server, call, [
+        `--rps=${rps}`,
+        // Open loop: a call leaves on schedule even while earlier ones are pending.
+        "--async",
+        `--concurrency=${settings.concurrency}`,
+        `--duration=${seconds}s`,
+        // Calls in flight at the end are awaited, not counted as cancelled.
+        "--duration-stop=wait",
+      ]);
+      const details = report.details ?? [];
+      return {
+        latencies: details.filter((d) => d.status === "OK").map((d) => d.latency / 1e6),
+        count: report.count - ghzErrors(report),
+        seconds: report.total / 1e9,
+        errors: ghzErrors(report),
+      };
+    },
+  };
+};
+
+// ---- Connect over HTTP/1.1: autocannon ---------------------------------------
+
+const cannon = async (
+  url: string,
+  body: string,
+  seconds: number,
+  rate?: number,
+): Promise<Sample> => {
+  const latencies: number[] = [];
+  const started = performance.now();
+  const instance = autocannon({
+    url,
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body,
+    connections: settings.concurrency,
+    duration: seconds,
+    ...(rate === undefined ? {} : { overallRate: rate }),
+  });
+  instance.on("response", (_client, statusCode, _bytes, responseTime) => {
+    if (statusCode === 200) latencies.push(responseTime);
+  });
+  const result = await instance;
+  return {
+    latencies,
+    count: latencies.length,
+    seconds: (performance.now() - started) / 1000,
+    errors: result.errors + result.timeouts + result.non2xx,
+  };
+};
+
+/**
+ * A Connect (JSON over HTTP/1.1) side: `settings.concurrency` keep-alive
+ * connections, each with one request at a time; at a fixed rate autocannon
+ * spreads it over them (at the rates used here each connection's interval is
+ * many times the latency, so calls leave on schedule).
+ */
+export const connectSide = (opts: { label: string; server: Server; call: GrpcCall }): Side => {
+  const { json, path } = requestFrame(opts.call);
+  const url = `${opts.server.http1Url}${path}`;
+  return {
+    label: opts.label,
+    tool: "autocannon",
+    pids: [opts.server.pid],
+    throughput: (seconds) => cannon(url, json, seconds),
+    latency: (rps, seconds) => cannon(url, json, seconds, rps),
+  };
+};
+
+// ---- a driver call in the bench process ---------------------------------------
+
+/** A side loaded by the bench process itself (closed loop, then open loop). */
+export const nodeSide = (opts: {
+  label: string;
+  tool: string;
+  call: () => Promise<unknown>;
+  pids?: ReadonlyArray<number>;
+}): Side => ({
+  label: opts.label,
+  tool: opts.tool,
+  pids: opts.pids ?? [],
+  throughput: (seconds) => closedLoop(opts.call, seconds),
+  latency: (rps, seconds) => openLoop(opts.call, rps, seconds),
+});
+
+/** How the in-process pairs call the mesh. */
+export const NODE_CLIENT = "Node: connect-node gRPC client";
