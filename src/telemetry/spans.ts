@@ -26,7 +26,12 @@ const wrap = <T extends object>(target: T, prefix: string, attributes: Record<st
         (...args: unknown[]) => {
           const result: unknown = value(...args);
           if (Effect.isEffect(result))
-            return Effect.withSpan(result, name, { kind: "client", attributes });
+            // No stack trace per span: it costs an Error per backend call on the hot path.
+            return Effect.withSpan(result, name, {
+              kind: "client",
+              attributes,
+              captureStackTrace: false,
+            });
           if (isPlainObject(result))
             return wrap(
               result,
