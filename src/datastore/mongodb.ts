@@ -4,17 +4,21 @@
  *
  * Availability: the client connects lazily and reconnects by itself, so the
  * layer builds while the database is down and every call fails with
- * StoreUnavailable (within ~2 s, the server selection timeout) until it is
- * back (see mongodb/errors.ts for which driver errors mean that).
+ * StoreUnavailable until it is back: at once when the driver's monitor
+ * found no server answering (see mongodb/availability.ts), else within
+ * ~2 s, the server selection timeout (see mongodb/errors.ts for which
+ * driver errors mean that).
  *
  * The parts, under mongodb/: codec.ts (the stored form: escaped keys,
  * wrapped nested arrays, BSON back to JSON), filters.ts (predicates, sort and
  * keyset positions as filters), errors.ts (driver errors), claims.ts
  * (atomic writes and counters on FerretDB), collection.ts (one collection),
- * pool.ts (the connection pools, counted for the DataStore's gauges).
+ * pool.ts (the connection pools, counted for the DataStore's gauges),
+ * availability.ts (calls fail at once while no server answers its monitor).
  */
 import { Context, Data, Duration, Effect, Layer, Schedule } from "effect";
 import { MongoClient, type MongoClientOptions } from "mongodb";
+import { trackAvailability } from "./mongodb/availability.js";
 import { makeClaims, type WriteMode } from "./mongodb/claims.js";
 import { type Counter, fieldPath, toJson } from "./mongodb/codec.js";
 import { makeCollection } from "./mongodb/collection.js";
@@ -100,6 +104,11 @@ const make = (options: MongoStoreOptions) =>
       Effect.sync(() => trackPools(client)),
       (p) => Effect.sync(p.stop),
     );
+    // Store calls fail at once while the database is known unreachable (the ping is not gated).
+    const availability = yield* Effect.acquireRelease(
+      Effect.sync(() => trackAvailability(client)),
+      (a) => Effect.sync(a.stop),
+    );
     const counters = db.collection<Counter>(COUNTERS);
     const claims = makeClaims(db, counters, scope);
 
@@ -170,11 +179,14 @@ const make = (options: MongoStoreOptions) =>
     }
 
     const store: DocStoreShape = {
-      collection: makeCollection(db, writeMode, claims),
+      collection: (name) =>
+        availability.gateCollection(makeCollection(db, writeMode, claims)(name)),
       nextSequence: (name) =>
-        writeMode.pipe(
-          Effect.flatMap((m) =>
-            m === "native" ? incrementCounter(name) : claims.claimSequence(name),
+        availability.gate(
+          writeMode.pipe(
+            Effect.flatMap((m) =>
+              m === "native" ? incrementCounter(name) : claims.claimSequence(name),
+            ),
           ),
         ),
       ping: run(() => db.command({ ping: 1 })).pipe(

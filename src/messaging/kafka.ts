@@ -9,6 +9,8 @@
  *   and record positions.
  * - `consume.ts`: one consumer per group member, commits by the caller.
  * - `read.ts`: pages of a topic outside any group of the caller's.
+ * - `reachability.ts`: once no broker accepts a connection (or the ping
+ *   fails), calls fail at once until the cluster answers again.
  *
  * The layer builds without contacting the cluster (so also while it is
  * down); the clients connect on first use, reconnect by themselves, and
@@ -28,6 +30,7 @@ import {
   makeClient,
 } from "./kafka/client.js";
 import { makeConsume } from "./kafka/consume.js";
+import { makeReachability } from "./kafka/reachability.js";
 import { makeRead } from "./kafka/read.js";
 import { MessageLog, type MessageLogShape } from "./log.js";
 
@@ -41,13 +44,17 @@ const make = (options: KafkaMessageLogOptions) =>
     const client = yield* makeClient(options);
     const admin = yield* makeAdmin(client);
     const append = yield* makeAppend(client, admin.forget);
+    const consume = makeConsume(client);
+    const read = makeRead(client);
+    const { gate, probe } = makeReachability();
     const log: MessageLogShape = {
       backend: "kafka",
-      ping: admin.ping,
-      ensureTopics: admin.ensureTopics,
-      append,
-      consume: makeConsume(client),
-      read: makeRead(client),
+      // Never gated: it is what finds the cluster back.
+      ping: probe(admin.ping),
+      ensureTopics: (topics) => gate(admin.ensureTopics(topics)),
+      append: (records) => gate(append(records)),
+      consume: (options, handlers) => gate(consume(options, handlers)),
+      read: (topic, from, limit) => gate(read(topic, from, limit)),
       lag: () => [...client.lags.values()],
     };
     return log;

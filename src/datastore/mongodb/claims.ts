@@ -9,7 +9,8 @@
  * claim record (see `guarded`), and counters hand out numbers by inserting one
  * record per number (see `claimSequence`).
  */
-import { Clock, Duration, Effect, Option, type Scope } from "effect";
+import { randomUUID } from "node:crypto";
+import { Clock, Duration, Effect, Exit, Option, Schedule, type Scope } from "effect";
 import type { Db, Document, Collection as MongoCollection } from "mongodb";
 import { type Condition, StoreUnavailable } from "../store.js";
 import { type Counter, REV, type Stored, toJson } from "./codec.js";
@@ -53,19 +54,47 @@ export const makeClaims = (db: Db, counters: MongoCollection<Counter>, scope: Sc
   const writeClaims = db.collection<Stored>(WRITE_CLAIMS);
 
   /**
+   * Deletes claim records in the background once the database answers again
+   * (at most for a lease: by then the claims are stale anyway). Found by
+   * test/faults/ferretdb.test.ts: a claim whose release failed in an outage
+   * (or whose insert was stored though its answer was lost) blocked every
+   * update of its document for the rest of the lease, 30 s after the
+   * database was back (the updates waited CLAIM_WAIT_MS, past their
+   * deadlines).
+   */
+  const deleteLater = (filter: Document) =>
+    run(() => writeClaims.deleteMany(filter)).pipe(
+      Effect.retry(
+        Schedule.spaced(Duration.millis(500)).pipe(Schedule.upTo(Duration.millis(CLAIM_LEASE_MS))),
+      ),
+      Effect.catchAllCause((cause) =>
+        Effect.logDebug("datastore: deleting a write claim failed", cause),
+      ),
+      Effect.forkIn(scope),
+      Effect.asVoid,
+    );
+
+  /**
    * Takes the claim on version `rev` of a document: keys to release, or
    * undefined when a live writer holds it. A claim left by a writer that
    * died (older than the lease) is stepped over with the next attempt
-   * number, so exactly one taker wins each time.
+   * number, so exactly one taker wins each time. An insert that failed (or
+   * was interrupted) may have been stored all the same: that record (known
+   * by its `owner`) is deleted once the database answers.
    */
   const claimVersion = (coll: string, id: string, rev: string | null) =>
     Effect.gen(function* () {
       const keys: string[] = [];
+      const owner = randomUUID();
       for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
         const key = JSON.stringify([coll, id, rev, attempt]);
         keys.push(key);
         const at = yield* Clock.currentTimeMillis;
-        if (yield* insertOne(writeClaims, { _id: key, at })) return keys;
+        const inserted = yield* insertOne(writeClaims, { _id: key, at, owner }).pipe(
+          // Failed or interrupted (the caller's deadline) alike.
+          Effect.onError(() => deleteLater({ _id: key, owner })),
+        );
+        if (inserted) return keys;
         const holder = yield* run(() => writeClaims.findOne({ _id: key }));
         // Gone already (its writer finished: the version moved) or held by a live writer.
         if (holder === null || at - Number(holder.at) < CLAIM_LEASE_MS) return undefined;
@@ -76,14 +105,19 @@ export const makeClaims = (db: Db, counters: MongoCollection<Counter>, scope: Sc
   /**
    * Releases a claim, with the stale ones stepped over for it. Deleting is
    * safe at any time: a late taker of a released claim finds the version
-   * moved on. A failure only delays the next writer until the lease ends.
+   * moved on. After a write that did not succeed (the database is probably
+   * away), and when releasing fails, it is done in the background once the
+   * database answers again: the caller does not wait for it.
    */
-  const releaseClaim = (keys: ReadonlyArray<string>) =>
-    run(() => writeClaims.deleteMany({ _id: { $in: [...keys] } })).pipe(
-      Effect.catchAllCause((cause) =>
-        Effect.logDebug("datastore: releasing a write claim failed", cause),
-      ),
-    );
+  const releaseClaim = (keys: ReadonlyArray<string>, exit: Exit.Exit<unknown, unknown>) => {
+    const filter = { _id: { $in: [...keys] } };
+    return Exit.isSuccess(exit)
+      ? run(() => writeClaims.deleteMany(filter)).pipe(
+          Effect.catchAllCause(() => deleteLater(filter)),
+          Effect.asVoid,
+        )
+      : deleteLater(filter);
+  };
 
   /**
    * One conditional write under FerretDB: read the version (the server
@@ -121,7 +155,7 @@ export const makeClaims = (db: Db, counters: MongoCollection<Counter>, scope: Sc
                     }),
                   ),
                 ),
-          (keys) => (keys === undefined ? Effect.void : releaseClaim(keys)),
+          (keys, exit) => (keys === undefined ? Effect.void : releaseClaim(keys, exit)),
         );
         if (attempt._tag === "Done") return attempt.value;
         if ((yield* Clock.currentTimeMillis) > deadline) {

@@ -10,7 +10,11 @@
  * first connects the client refuses calls at once (ClientOfflineError) and
  * after a disconnect it retries them; either way a call goes through if the
  * cluster is back within the bound and fails with StoreUnavailable
- * otherwise. Client errors meaning "offline / disconnected / not active /
+ * otherwise. Once the cluster is known to be lost, though (the client lost
+ * its connection, or the health ping failed), every call fails with
+ * StoreUnavailable at once until it is back (`Reachability`): the client
+ * itself keeps reconnecting, so waiting out the bound would only hold
+ * callers up to their deadlines. Client errors meaning "offline / disconnected / not active /
  * timed out" become StoreUnavailable; anything else is a defect. A call that
  * timed out may still take effect on the member later.
  */
@@ -29,6 +33,7 @@ import {
   IndeterminateOperationStateError,
   IOError,
   JsonStringDeserializationPolicy,
+  LifecycleState,
   NoDataMemberInClusterError,
   OperationTimeoutError,
   ReconnectMode,
@@ -148,8 +153,12 @@ const CLIENT_PROPERTIES = {
   "hazelcast.client.statistics.enabled": false,
 };
 
-const clientConfig = (options: HazelcastMemoryStoreOptions): ClientConfig => ({
+const clientConfig = (
+  options: HazelcastMemoryStoreOptions,
+  reachability: Reachability,
+): ClientConfig => ({
   clusterName: options.clusterName,
+  lifecycleListeners: [reachability.onLifecycle],
   instanceName: `floworchestrator-mesh-memory-${randomUUID().slice(0, 8)}`,
   network: { clusterMembers: [...options.members], connectionTimeout: 3_000 },
   connectionStrategy: {
@@ -173,6 +182,64 @@ const clientConfig = (options: HazelcastMemoryStoreOptions): ClientConfig => ({
   metrics: { enabled: false },
   properties: CLIENT_PROPERTIES,
 });
+
+/**
+ * Whether the cluster is known to be unreachable: the client was connected
+ * and lost its last connection (DISCONNECTED), until it is connected again
+ * (CONNECTED, also to a restarted cluster); or the last health ping failed,
+ * until one succeeds (or the client connects again). Before the first
+ * connection nothing is known (start-up keeps the `call` behaviour above).
+ *
+ * Found by test/faults/hazelcast.test.ts: with the member killed, every call
+ * waited out OP_TIMEOUT (3 s) while the client retried it, so callers with
+ * a shorter deadline got DEADLINE_EXCEEDED instead of UNAVAILABLE. The ping
+ * counts too because the client does not always notice: when a write hits
+ * the dead member's reset before a read does, hazelcast-client 5.6 destroys
+ * the socket without closing its connection, which then stays "active"
+ * (retrying every call on it) until the heartbeat timeout, 15 s later.
+ */
+interface Reachability {
+  readonly onLifecycle: (state: LifecycleState) => void;
+  /** The connection is known lost (the ping then fails at once too). */
+  readonly disconnected: () => StoreUnavailable | undefined;
+  /** Why store calls fail at once now, if they do. */
+  readonly lost: () => StoreUnavailable | undefined;
+  readonly pinged: (ok: boolean) => void;
+}
+
+const makeReachability = (): Reachability => {
+  let disconnectedSince: number | undefined;
+  let pingFailedSince: number | undefined;
+  const unreachable = (since: number, why: string) =>
+    new StoreUnavailable({
+      cause: new Error(
+        `the Hazelcast cluster has been unreachable since ${new Date(since).toISOString()} (${why})`,
+      ),
+    });
+  const disconnected = () =>
+    disconnectedSince === undefined
+      ? undefined
+      : unreachable(disconnectedSince, "the client is reconnecting");
+  return {
+    onLifecycle: (state) => {
+      if (state === LifecycleState.DISCONNECTED) disconnectedSince = Date.now();
+      else if (state === LifecycleState.CONNECTED) {
+        disconnectedSince = undefined;
+        pingFailedSince = undefined;
+      }
+    },
+    disconnected,
+    lost: () =>
+      disconnected() ??
+      (pingFailedSince === undefined
+        ? undefined
+        : unreachable(pingFailedSince, "the health ping fails")),
+    pinged: (ok) => {
+      if (ok) pingFailedSince = undefined;
+      else pingFailedSince ??= Date.now();
+    },
+  };
+};
 
 /** `host`, `host:port`, `[v6]` or `[v6]:port`, as the client takes them. */
 const MEMBER_ADDRESS = /^(?:\[[0-9A-Fa-f:.]+\]|[^\s:[\]]+)(?::(\d{1,5}))?$/;
@@ -229,10 +296,11 @@ export const connect = (
     const prefix = options.mapPrefix ?? DEFAULT_MAP_PREFIX;
 
     yield* checkOptions(options);
+    const reachability = makeReachability();
     // asyncStart: resolves without I/O; only a configuration the client rejects fails here.
     const client = yield* Effect.acquireRelease(
       Effect.tryPromise({
-        try: () => Client.newHazelcastClient(clientConfig(options)),
+        try: () => Client.newHazelcastClient(clientConfig(options, reachability)),
         catch: (e) =>
           new HazelcastMemoryStoreConfigError({
             message: `invalid Hazelcast client configuration: ${(e as Error).message}`,
@@ -253,19 +321,33 @@ export const connect = (
     const on =
       <V>(name: string): OnMap<V> =>
       (what, op, timeout) =>
-        call(`${name} ${what}`, async () => op(await map<V>(name)), timeout);
+        Effect.suspend(() => {
+          const lost = reachability.lost();
+          return lost === undefined
+            ? call(`${name} ${what}`, async () => op(await map<V>(name)), timeout)
+            : Effect.fail(lost);
+        });
 
     return {
       onMeta: on<HazelcastJsonValue>("meta"),
       onData: on<Buffer>("data"),
       onBranches: on<HazelcastJsonValue>("branches"),
       onLocks: on<HazelcastJsonValue>("locks"),
-      ping: Effect.suspend(() =>
-        client.getLifecycleService().isRunning()
+      // Not held back by a failed ping (it is what finds the cluster back), only by a lost connection.
+      ping: Effect.suspend(() => {
+        if (!client.getLifecycleService().isRunning()) {
+          return Effect.fail(
+            new StoreUnavailable({ cause: new Error("the Hazelcast client is shut down") }),
+          );
+        }
+        const disconnected = reachability.disconnected();
+        return disconnected === undefined
           ? call("ping", async () => (await map("locks")).containsKey("\u0000ping"), PING_TIMEOUT)
-          : Effect.fail(
-              new StoreUnavailable({ cause: new Error("the Hazelcast client is shut down") }),
-            ),
-      ).pipe(Effect.asVoid),
+          : Effect.fail(disconnected);
+      }).pipe(
+        Effect.tap(() => Effect.sync(() => reachability.pinged(true))),
+        Effect.tapError(() => Effect.sync(() => reachability.pinged(false))),
+        Effect.asVoid,
+      ),
     };
   });

@@ -1,0 +1,179 @@
+/**
+ * A Hazelcast member of a test's own (the shared one must stay up for the
+ * others): the jar the shared provisioning fetched (test/infra/hazelcast.ts),
+ * the same settings (loopback only, no discovery beyond itself, phone-home
+ * off), a port and a cluster name of its own so it can never join the shared
+ * member. No persistence and no backups (a single member): data lives in its
+ * heap only, so a kill loses it. Killed (SIGKILL, by its PID) and started
+ * again at will; released with its scope.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, openSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Effect } from "effect";
+import { Client } from "hazelcast-client";
+import { hazelcastClientConfig } from "../infra/hazelcast.js";
+import { cacheDir } from "../infra/index.js";
+import {
+  appendLine,
+  backendError,
+  freePort,
+  host,
+  portInUse,
+  waitUntil,
+  withTimeout,
+} from "../infra/process.js";
+
+const libDir = join(cacheDir, "hazelcast", "libs");
+
+export interface PrivateHazelcast {
+  /** `127.0.0.1:<port>`. */
+  readonly address: string;
+  readonly clusterName: string;
+  readonly dir: string;
+  readonly logFile: string;
+  readonly pid: () => number | undefined;
+  /** Starts the member (empty); resolves once a client can put and get (fails with its log tail). */
+  readonly start: () => Promise<void>;
+  /** SIGKILL by PID; resolves once it exited. */
+  readonly kill: () => Promise<void>;
+}
+
+const memberConfig = (clusterName: string, port: number) => `<?xml version="1.0" encoding="UTF-8"?>
+<hazelcast xmlns="http://www.hazelcast.com/schema/config">
+  <cluster-name>${clusterName}</cluster-name>
+  <properties>
+    <property name="hazelcast.phone.home.enabled">false</property>
+    <property name="hazelcast.socket.bind.any">false</property>
+  </properties>
+  <network>
+    <port auto-increment="false" port-count="1">${port}</port>
+    <join>
+      <auto-detection enabled="false"/>
+      <multicast enabled="false"/>
+      <tcp-ip enabled="true">
+        <member-list><member>${host}:${port}</member></member-list>
+      </tcp-ip>
+    </join>
+    <interfaces enabled="true"><interface>${host}</interface></interfaces>
+  </network>
+  <jet enabled="false"/>
+</hazelcast>
+`;
+
+// Warnings and above: a log tail that shows what went wrong.
+const LOGGING_PROPERTIES = `handlers=java.util.logging.ConsoleHandler
+.level=WARNING
+com.hazelcast.core.LifecycleService.level=INFO
+java.util.logging.ConsoleHandler.level=ALL
+java.util.logging.SimpleFormatter.format=[%1$tF %1$tT] %4$s %3$s: %5$s%6$s%n
+`;
+
+// As test/infra/hazelcast.ts: what Hazelcast asks for on Java 9+.
+const ADD_OPENS = [
+  "--add-modules=java.se",
+  "--add-exports=java.base/jdk.internal.ref=ALL-UNNAMED",
+  "--add-opens=java.base/java.lang=ALL-UNNAMED",
+  "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+  "--add-opens=java.management/sun.management=ALL-UNNAMED",
+  "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
+];
+
+const probe = async (address: string, clusterName: string) => {
+  if (!(await portInUse(Number(address.split(":")[1])))) return false;
+  const client = await withTimeout(
+    Client.newHazelcastClient({ ...hazelcastClientConfig([address]), clusterName }),
+    10_000,
+    "hazelcast connect",
+  );
+  try {
+    const map = await client.getMap<string, string>("__probe");
+    const token = `${Date.now()}`;
+    await map.put("probe", token);
+    return (await map.get("probe")) === token;
+  } finally {
+    await client.shutdown();
+  }
+};
+
+export const privateHazelcast = Effect.acquireRelease(
+  Effect.promise(async (): Promise<PrivateHazelcast> => {
+    if (!existsSync(join(libDir, "hazelcast-5.6.0.jar"))) {
+      throw new Error(
+        `[hazelcast-member] no Hazelcast jar in ${libDir}: run \`npm run infra:up\` (or the faults/integration tier, whose global setup provisions it)`,
+      );
+    }
+    const dir = await mkdtemp(join(tmpdir(), "fo-hazelcast-"));
+    const port = await freePort();
+    const address = `${host}:${port}`;
+    const clusterName = `faults-${randomBytes(4).toString("hex")}`;
+    const configFile = join(dir, "hazelcast.xml");
+    const loggingFile = join(dir, "logging.properties");
+    const logFile = join(dir, "server.log");
+    await writeFile(configFile, memberConfig(clusterName, port));
+    await writeFile(loggingFile, LOGGING_PROPERTIES);
+    let child: ChildProcess | undefined;
+
+    const kill = async () => {
+      const current = child;
+      child = undefined;
+      if (current?.pid === undefined || current.exitCode !== null || current.signalCode !== null)
+        return;
+      const exited = new Promise((resolve) => current.once("exit", resolve));
+      process.kill(current.pid, "SIGKILL");
+      await exited;
+      await appendLine(logFile, `[test] killed pid ${current.pid} (SIGKILL)`);
+    };
+
+    const start = async () => {
+      const args = [
+        "-Xms64m",
+        "-Xmx256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        ...ADD_OPENS,
+        "-Djava.net.preferIPv4Stack=true",
+        "-Dhazelcast.phone.home.enabled=false",
+        `-Dhazelcast.config=${configFile}`,
+        "-Dhazelcast.logging.type=jdk",
+        `-Djava.util.logging.config.file=${loggingFile}`,
+        "-cp",
+        `${libDir}/*`,
+        "com.hazelcast.core.server.HazelcastMemberStarter",
+      ];
+      await appendLine(logFile, `$ java ${args.join(" ")}`);
+      const fd = openSync(logFile, "a");
+      try {
+        const started = spawn("java", args, {
+          cwd: dir,
+          env: { ...process.env, HZ_PHONE_HOME_ENABLED: "false" },
+          stdio: ["ignore", fd, fd],
+        });
+        child = started;
+        await waitUntil(() => probe(address, clusterName), {
+          timeoutMs: 60_000,
+          intervalMs: 250,
+          abort: () =>
+            started.exitCode === null && started.signalCode === null
+              ? undefined
+              : `exited with ${started.signalCode ?? `code ${started.exitCode}`}`,
+        });
+      } catch (e) {
+        await kill();
+        throw backendError("hazelcast (private)", `cannot start: ${(e as Error).message}`, logFile);
+      } finally {
+        closeSync(fd);
+      }
+    };
+
+    return { address, clusterName, dir, logFile, pid: () => child?.pid, start, kill };
+  }),
+  (member) =>
+    Effect.promise(async () => {
+      await member.kill();
+      await rm(member.dir, { recursive: true, force: true });
+    }),
+);
