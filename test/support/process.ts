@@ -23,8 +23,8 @@ export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshP
     env: {
       ...process.env,
       FO_PORT: "0",
-      FO_DATA_DIR: mkdtempSync(join(tmpdir(), "fo-mesh-")),
       ...env,
+      FO_DATA_DIR: env.FO_DATA_DIR ?? mkdtempSync(join(tmpdir(), "fo-mesh-")),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
