@@ -31,6 +31,9 @@ export interface Listening {
 const STREAM_WINDOW = 1024 * 1024;
 const SESSION_WINDOW = 16 * 1024 * 1024;
 
+/** Concurrent HTTP/2 streams (calls) one connection may have open; more wait in the client. */
+export const MAX_STREAMS_PER_CONNECTION = 1000;
+
 /** After the last request ends, how long HTTP/2 sessions get to finish closing. */
 const SESSION_CLOSE_GRACE_MS = 500;
 
@@ -68,7 +71,12 @@ export const listen = async (
   const h1 = http.createServer(tracked);
   // HTTP/2's default 64 KiB flow-control windows stall large requests (a batch
   // publish, a memory write) on a window update per 64 KiB: open them wider.
-  const settings = { initialWindowSize: STREAM_WINDOW };
+  // One connection may not hold more than MAX_STREAMS_PER_CONNECTION calls at once (Node's
+  // default is unlimited): the per-connection share of the fair-share limits (limits.ts).
+  const settings = {
+    initialWindowSize: STREAM_WINDOW,
+    maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+  };
   const h2 = http2.createServer({ settings }, tracked);
   const secure =
     tls === undefined

@@ -7,6 +7,7 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import http2 from "node:http2";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
@@ -20,6 +21,7 @@ import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memor
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { MeshClient } from "../../src/client/index.js";
 import { defaultConfig } from "../../src/config.js";
+import { MAX_STREAMS_PER_CONNECTION } from "../../src/server/http.js";
 import { clientFor, failureOf } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
 
@@ -222,5 +224,18 @@ describe("per-client limits", () => {
     await expect(fourth.first).resolves.toMatchObject({ done: false });
     b.abort.abort();
     fourth.abort.abort();
+  });
+
+  it("caps the concurrent calls of one HTTP/2 connection", async () => {
+    const session = http2.connect(mesh.url);
+    try {
+      await new Promise((resolve, reject) => {
+        session.once("remoteSettings", resolve);
+        session.once("error", reject);
+      });
+      expect(session.remoteSettings.maxConcurrentStreams).toBe(MAX_STREAMS_PER_CONNECTION);
+    } finally {
+      session.close();
+    }
   });
 });
