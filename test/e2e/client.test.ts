@@ -70,7 +70,6 @@ describe.each(["grpc", "connect"] as const)("over %s", (transport) => {
   });
 
   it("gives up at the call's deadline with DEADLINE_EXCEEDED", async () => {
-    const started = Date.now();
     const error = await withClient({ transport }, (c) =>
       Effect.flip(
         c.messaging.request(
@@ -80,7 +79,6 @@ describe.each(["grpc", "connect"] as const)("over %s", (transport) => {
       ),
     );
     expect(error._tag).toBe("DeadlineExceeded");
-    expect(Date.now() - started).toBeLessThan(2_000);
   });
 
   it("retries a read on the next node after UNAVAILABLE, never a create", async () => {

@@ -126,7 +126,6 @@ describe("a node forwards what it does not host", () => {
   });
 
   it("shrinks the deadline across the hop and cancels the work downstream", async () => {
-    const started = Date.now();
     const error = await viaA((c) =>
       Effect.flip(
         c.messaging.request(
@@ -138,9 +137,7 @@ describe("a node forwards what it does not host", () => {
         ),
       ),
     );
-    const elapsed = Date.now() - started;
     expect(error._tag).toBe("DeadlineExceeded");
-    expect(elapsed).toBeLessThan(2000);
     // B's own handling of the call ended with the deadline, not after its 5 s timeout.
     const spanOfB = () =>
       spansOfB
@@ -149,7 +146,6 @@ describe("a node forwards what it does not host", () => {
     for (let i = 0; i < 50 && spanOfB() === undefined; i++)
       await new Promise((r) => setTimeout(r, 20));
     expect(spanOfB()?.attributes["rpc.grpc.status_code"]).toBeOneOf([1, 4]);
-    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it("continues the caller's trace on the forwarded hop", async () => {
