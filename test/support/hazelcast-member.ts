@@ -15,7 +15,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { Client } from "hazelcast-client";
-import { hazelcastClientConfig } from "../infra/hazelcast.js";
+import { hazelcastClientConfig, memberConfig } from "../infra/hazelcast.js";
 import { cacheDir } from "../infra/index.js";
 import {
   appendLine,
@@ -41,28 +41,6 @@ export interface PrivateHazelcast {
   /** SIGKILL by PID; resolves once it exited. */
   readonly kill: () => Promise<void>;
 }
-
-const memberConfig = (clusterName: string, port: number) => `<?xml version="1.0" encoding="UTF-8"?>
-<hazelcast xmlns="http://www.hazelcast.com/schema/config">
-  <cluster-name>${clusterName}</cluster-name>
-  <properties>
-    <property name="hazelcast.phone.home.enabled">false</property>
-    <property name="hazelcast.socket.bind.any">false</property>
-  </properties>
-  <network>
-    <port auto-increment="false" port-count="1">${port}</port>
-    <join>
-      <auto-detection enabled="false"/>
-      <multicast enabled="false"/>
-      <tcp-ip enabled="true">
-        <member-list><member>${host}:${port}</member></member-list>
-      </tcp-ip>
-    </join>
-    <interfaces enabled="true"><interface>${host}</interface></interfaces>
-  </network>
-  <jet enabled="false"/>
-</hazelcast>
-`;
 
 // Warnings and above: a log tail that shows what went wrong.
 const LOGGING_PROPERTIES = `handlers=java.util.logging.ConsoleHandler
@@ -113,7 +91,7 @@ export const privateHazelcast = Effect.acquireRelease(
     const configFile = join(dir, "hazelcast.xml");
     const loggingFile = join(dir, "logging.properties");
     const logFile = join(dir, "server.log");
-    await writeFile(configFile, memberConfig(clusterName, port));
+    await writeFile(configFile, memberConfig(port, clusterName));
     await writeFile(loggingFile, LOGGING_PROPERTIES);
     let child: ChildProcess | undefined;
 
