@@ -6,8 +6,21 @@
  */
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
-import { makeExternalSpan, withSpanContext } from "@effect/opentelemetry/Tracer";
-import { Cause, Effect, Exit, Option, Runtime, Stream, Tracer } from "effect";
+import { makeExternalSpan } from "@effect/opentelemetry/Tracer";
+import {
+  Cause,
+  Context,
+  Effect,
+  Exit,
+  FiberId,
+  FiberRef,
+  FiberRefs,
+  HashMap,
+  Option,
+  Runtime,
+  Stream,
+  Tracer,
+} from "effect";
 import {
   CurrentAuthorization,
   CurrentClient,
@@ -61,22 +74,6 @@ const whenAborted = (signal: AbortSignal): Effect.Effect<void> =>
     return Effect.sync(() => signal.removeEventListener("abort", onAbort));
   });
 
-/** A stream whose spans (backend work) are children of the call's server span. */
-const withParent = <A, E, R>(ctx: HandlerContext, stream: Stream.Stream<A, E, R>) => {
-  const context = ctx.values.get(rpcSpanKey)?.spanContext();
-  return context
-    ? Stream.provideService(
-        stream,
-        Tracer.ParentSpan,
-        makeExternalSpan({
-          traceId: context.traceId,
-          spanId: context.spanId,
-          traceFlags: context.traceFlags,
-        }),
-      )
-    : stream;
-};
-
 /** A client is its principal when authenticated, else its connection. */
 const clientOf = (ctx: HandlerContext) => {
   const principal = ctx.values.get(principalKey);
@@ -89,19 +86,40 @@ const deadlineOf = (ctx: HandlerContext) => {
 };
 
 /**
- * Runs the effect with the caller's identity (CurrentClient, CurrentPrincipal,
- * CurrentAuthorization), its deadline in CurrentDeadline and its trace ids on
- * log lines.
+ * The runtime one call runs on: the application's, plus the caller's
+ * identity (CurrentClient, CurrentPrincipal, CurrentAuthorization), its
+ * deadline in CurrentDeadline, the call's server span as the parent of
+ * backend spans and its trace ids on log lines. Set as the fiber's initial
+ * state rather than with `Effect.locally`, which would add an
+ * acquire/release step per value to every call.
  */
-const asCaller = <A, E, R>(ctx: HandlerContext, effect: Effect.Effect<A, E, R>) => {
+const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.Runtime<R> => {
   const span = ctx.values.get(rpcSpanKey);
-  const traced = span ? withSpanContext(effect, span.spanContext()) : effect;
-  return Effect.annotateLogs(traced, traceIds(span)).pipe(
-    Effect.locally(CurrentClient, clientOf(ctx)),
-    Effect.locally(CurrentPrincipal, ctx.values.get(principalKey)),
-    Effect.locally(CurrentAuthorization, ctx.requestHeader.get("authorization") ?? undefined),
-    Effect.locally(CurrentDeadline, deadlineOf(ctx)),
-  );
+  const ids = Object.entries(traceIds(span));
+  const annotations = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentLogAnnotations);
+  const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[FiberId.none, value]]] as const;
+  return Runtime.make({
+    context: span
+      ? Context.add(runtime.context, Tracer.ParentSpan, makeExternalSpan(span.spanContext()))
+      : runtime.context,
+    runtimeFlags: runtime.runtimeFlags,
+    fiberRefs: FiberRefs.updateManyAs(runtime.fiberRefs, {
+      entries: [
+        set(CurrentClient, clientOf(ctx)),
+        set(CurrentPrincipal, ctx.values.get(principalKey)),
+        set(CurrentAuthorization, ctx.requestHeader.get("authorization") ?? undefined),
+        set(CurrentDeadline, deadlineOf(ctx)),
+        ...(ids.length === 0
+          ? []
+          : [
+              set(
+                FiberRef.currentLogAnnotations,
+                HashMap.union(annotations, HashMap.fromIterable(ids)),
+              ),
+            ]),
+      ],
+    }),
+  });
 };
 
 /**
@@ -126,31 +144,18 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
 
   return {
     unary: async (ctx, effect) => {
-      const exit = await Runtime.runPromiseExit(runtime)(asCaller(ctx, effect), {
+      const exit = await Runtime.runPromiseExit(callRuntime(runtime, ctx))(effect, {
         signal: ctx.signal,
       });
       if (Exit.isSuccess(exit)) return exit.value;
       throw toConnectError(exit.cause, ctx);
     },
     stream: (ctx, stream) =>
-      Stream.unwrapScoped(
-        Effect.locallyScoped(CurrentClient, clientOf(ctx)).pipe(
-          Effect.zipRight(Effect.locallyScoped(CurrentPrincipal, ctx.values.get(principalKey))),
-          Effect.zipRight(
-            Effect.locallyScoped(
-              CurrentAuthorization,
-              ctx.requestHeader.get("authorization") ?? undefined,
-            ),
-          ),
-          Effect.zipRight(Effect.locallyScoped(CurrentDeadline, deadlineOf(ctx))),
-          Effect.zipRight(Effect.annotateLogsScoped(traceIds(ctx.values.get(rpcSpanKey)))),
-          Effect.as(withParent(ctx, stream)),
-        ),
-      ).pipe(
+      stream.pipe(
         Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),
         // toAsyncIterable rejects with Cause.squash, which is the ConnectError we fail with.
         Stream.catchAllCause((cause) => Stream.fail(toConnectError(cause, ctx))),
-        Stream.toAsyncIterableRuntime(runtime),
+        Stream.toAsyncIterableRuntime(callRuntime(runtime, ctx)),
       ),
   };
 };
