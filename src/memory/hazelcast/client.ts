@@ -19,7 +19,7 @@
  * timed out may still take effect on the member later.
  */
 import { randomUUID } from "node:crypto";
-import { Data, Duration, Effect, Schedule, type Scope } from "effect";
+import { Data, Duration, Effect, type Scope } from "effect";
 import {
   AuthenticationError,
   Client,
@@ -41,6 +41,7 @@ import {
   SplitBrainProtectionError,
   TargetDisconnectedError,
 } from "hazelcast-client";
+import { boundedCall } from "../../common/bounded.js";
 import { StoreUnavailable } from "../store.js";
 
 export interface HazelcastMemoryStoreOptions {
@@ -95,7 +96,7 @@ export const timedOut = (what: string, after: Duration.Duration) => () =>
   });
 
 /** Pause between attempts of a call the client refused for want of a connection. */
-const OFFLINE_RETRY = Schedule.spaced(Duration.millis(100));
+const OFFLINE_RETRY_MS = 100;
 
 /**
  * One call to the cluster, bounded in time; everything building the request
@@ -109,27 +110,18 @@ const call = <A>(
   what: string,
   op: () => Promise<A>,
   timeout: Duration.Duration = OP_TIMEOUT,
-): Effect.Effect<A, StoreUnavailable> => {
-  let lastError: unknown;
-  return Effect.tryPromise({ try: op, catch: (e) => e }).pipe(
-    Effect.tapError((e) =>
-      Effect.sync(() => {
-        lastError = e;
-      }),
-    ),
-    Effect.retry({ schedule: OFFLINE_RETRY, while: (e) => e instanceof ClientOfflineError }),
-    Effect.catchAll((e) =>
+): Effect.Effect<A, StoreUnavailable> =>
+  boundedCall({
+    op,
+    timeout,
+    onTimeout: (lastError) =>
+      lastError instanceof ClientOfflineError
+        ? new StoreUnavailable({ cause: lastError })
+        : timedOut(what, timeout)(),
+    onError: (e) =>
       isUnavailable(e) ? Effect.fail(new StoreUnavailable({ cause: e })) : Effect.die(e),
-    ),
-    Effect.timeoutFail({
-      duration: timeout,
-      onTimeout: () =>
-        lastError instanceof ClientOfflineError
-          ? new StoreUnavailable({ cause: lastError })
-          : timedOut(what, timeout)(),
-    }),
-  );
-};
+    retryAfter: (e) => (e instanceof ClientOfflineError ? OFFLINE_RETRY_MS : undefined),
+  });
 
 /** Best effort: a failure only leaves garbage that expires by itself. */
 export const bestEffort = <A>(what: string, effect: Effect.Effect<A, StoreUnavailable>) =>

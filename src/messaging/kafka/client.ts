@@ -21,6 +21,7 @@ import {
   logLevel,
   type RetryOptions,
 } from "kafkajs";
+import { boundedCall } from "../../common/bounded.js";
 import { type PartitionLag, StoreUnavailable } from "../log.js";
 
 export interface KafkaMessageLogOptions {
@@ -230,9 +231,12 @@ export const call = <A>(
   op: (signal: AbortSignal) => Promise<A>,
   timeout: Duration.Duration,
 ): Effect.Effect<A, StoreUnavailable> =>
-  Effect.tryPromise({ try: op, catch: (cause) => new StoreUnavailable({ cause }) }).pipe(
-    Effect.timeoutFail({ duration: timeout, onTimeout: timedOut(what, timeout) }),
-  );
+  boundedCall({
+    op,
+    timeout,
+    onTimeout: timedOut(what, timeout),
+    onError: (cause) => Effect.fail(new StoreUnavailable({ cause })),
+  });
 
 /**
  * `connect` shared by concurrent callers: one attempt at a time (a
