@@ -223,6 +223,8 @@ export interface PairResult {
   readonly b?: SideResult;
   /** The fixed rate both sides' latency phase ran at. */
   readonly latencyRps?: number;
+  /** The rate the pair's rule asked for, when it was lowered to `latencyRps` (see `sustainedRate`). */
+  readonly requestedRps?: number;
 }
 
 /**
@@ -231,6 +233,56 @@ export interface PairResult {
  * is half the slower side's, so both sides can sustain it.
  */
 export type RateRule = "b" | "min";
+
+/** A side queues at a rate when its p90 there is more than this many times its p90 at half the rate. */
+const QUEUEING_FACTOR = 2;
+/** The lowest rate tried: this fraction of the requested one. */
+const LOWEST_FRACTION = 1 / 16;
+/** Length of one calibration run. */
+const PROBE_SECONDS = quick ? 0.5 : 2;
+
+/**
+ * The highest rate, from `requested` down by halves, at which neither side
+ * queues: each completes at least 97 % of the calls issued, and its p90
+ * there is within QUEUEING_FACTOR of its p90 at half the rate (the knee
+ * where a queue starts to form). On two cores the load generator takes CPU
+ * from the server it loads, so a rate the closed-loop phase sustained (with
+ * h2load, which needs little CPU) can still queue under the open-loop
+ * generator; percentiles measured there would compare queues, not the cost
+ * of a call. (Under very light load, p50 rises again on this kind of
+ * machine, as idle cores take long to wake: a light-load baseline would
+ * mislead, hence the comparison with half the rate.)
+ */
+const sustainedRate = async (
+  sides: ReadonlyArray<Side & Required<Pick<Side, "latency">>>,
+  requested: number,
+): Promise<number> => {
+  const lowest = Math.max(1, Math.round(requested * LOWEST_FRACTION));
+  const measured = new Map<string, Summary>();
+  const at = async (index: number, rps: number) => {
+    const key = `${index}@${rps}`;
+    let summary = measured.get(key);
+    if (summary === undefined) {
+      summary = summarize([
+        await (sides[index] as (typeof sides)[number]).latency(rps, PROBE_SECONDS),
+      ]);
+      measured.set(key, summary);
+    }
+    return summary;
+  };
+  let rps = requested;
+  while (rps > lowest) {
+    const half = Math.max(1, Math.round(rps / 2));
+    let queues = false;
+    for (let i = 0; i < sides.length && !queues; i++) {
+      const here = await at(i, rps);
+      queues = here.rps < rps * 0.97 || here.p90 > QUEUEING_FACTOR * (await at(i, half)).p90;
+    }
+    if (!queues) break;
+    rps = half;
+  }
+  return rps;
+};
 
 /** Set by bench/run.ts while profiling a pair that missed its target (see there). */
 export const profiling: {
@@ -296,11 +348,23 @@ export const comparePair = async (
     `  ${name}: throughput ${throughput.a.rps.toFixed(0)} vs ${throughput.b.rps.toFixed(0)} /s`,
   );
   let latencyRps: number | undefined;
+  let requestedRps: number | undefined;
   const latency: { a?: Summary; b?: Summary } = {};
   let lat: { a: Sample[]; b: Sample[] } | undefined;
   if (a.latency !== undefined && b.latency !== undefined) {
     const base = rule === "b" ? throughput.b.rps : Math.min(throughput.a.rps, throughput.b.rps);
-    latencyRps = Math.max(1, Math.round(base / 2));
+    requestedRps = Math.max(1, Math.round(base / 2));
+    latencyRps = await sustainedRate(
+      [
+        { ...a, latency: a.latency },
+        { ...b, latency: b.latency },
+      ],
+      requestedRps,
+    );
+    if (latencyRps !== requestedRps)
+      console.error(
+        `  ${name}: ${requestedRps}/s queues; the latency phase runs at ${latencyRps}/s`,
+      );
     lat = { a: [], b: [] };
     for (let round = 0; round < settings.rounds; round++) {
       lat.a.push(await a.latency(latencyRps, settings.seconds));
@@ -333,6 +397,7 @@ export const comparePair = async (
     a: result("a", a),
     b: result("b", b),
     ...(latencyRps === undefined ? {} : { latencyRps }),
+    ...(requestedRps === undefined || requestedRps === latencyRps ? {} : { requestedRps }),
   };
 };
 
