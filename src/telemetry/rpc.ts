@@ -72,11 +72,7 @@ export const rpcTelemetry = (telemetry: TelemetryShape): Interceptor => {
       "fo.rpc.protocol": protocol,
     };
     const name = `${req.service.typeName}/${req.method.name}`;
-    const span = telemetry.tracer.startSpan(
-      name,
-      { kind: SpanKind.SERVER, attributes },
-      parent,
-    );
+    const span = telemetry.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
     req.contextValues.set(rpcSpanKey, span);
     const started = performance.now();
     const finish = (error?: unknown) => {
