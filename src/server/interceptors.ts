@@ -1,7 +1,13 @@
 /**
  * Server interceptors: cross-cutting concerns live here, not in handlers.
  */
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type Interceptor,
+  type StreamResponse,
+  type UnaryResponse,
+} from "@connectrpc/connect";
 import type { CallInfo } from "./bridge.js";
 import { withErrorDetail } from "./errors.js";
 
@@ -39,3 +45,42 @@ export const errorInterceptor =
       throw normalize(e);
     }
   };
+
+/**
+ * The response of `call()` (the next handler), with `end` called once when the call is over:
+ * when it fails before answering, when a unary call answers, or when a
+ * server stream ends, fails or is cancelled by the client (`error` is what
+ * it failed with, if anything).
+ */
+export const onEnd = async <R extends UnaryResponse | StreamResponse>(
+  call: () => Promise<R>,
+  end: (error?: unknown) => void,
+): Promise<R> => {
+  let res: R;
+  try {
+    res = await call();
+  } catch (error) {
+    end(error);
+    throw error;
+  }
+  if (!res.stream) {
+    end();
+    return res;
+  }
+  const messages = res.message;
+  return {
+    ...res,
+    message: (async function* () {
+      let failure: unknown;
+      try {
+        yield* messages;
+      } catch (error) {
+        failure = error;
+        throw error;
+      } finally {
+        // A stream the client cancelled ends here without an error of its own.
+        end(failure);
+      }
+    })(),
+  };
+};

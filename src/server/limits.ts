@@ -13,6 +13,7 @@ import { peerKey } from "../common/caller.js";
 import { ResourceExhausted } from "../common/errors.js";
 import { principalKey } from "./auth.js";
 import { meshErrorToConnect } from "./errors.js";
+import { onEnd } from "./interceptors.js";
 
 export interface LimitOptions {
   /** Calls per second per client; 0: unlimited. */
@@ -74,27 +75,6 @@ export const limitsInterceptor = ({ rate, maxStreams }: LimitOptions): Intercept
       if (n <= 0) streams.delete(client);
       else streams.set(client, n);
     };
-    let res: Awaited<ReturnType<typeof next>>;
-    try {
-      res = await next(req);
-    } catch (e) {
-      release();
-      throw e;
-    }
-    if (!res.stream) {
-      release();
-      return res;
-    }
-    const messages = res.message;
-    return {
-      ...res,
-      message: (async function* () {
-        try {
-          yield* messages;
-        } finally {
-          release();
-        }
-      })(),
-    };
+    return onEnd(() => next(req), release);
   };
 };

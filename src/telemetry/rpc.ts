@@ -21,6 +21,7 @@ import {
   type TextMapGetter,
   trace,
 } from "@opentelemetry/api";
+import { onEnd } from "../server/interceptors.js";
 import type { TelemetryShape } from "./pipeline.js";
 
 export const rpcSpanKey = createContextKey<Span | undefined>(undefined, {
@@ -92,33 +93,7 @@ export const rpcTelemetry = (telemetry: TelemetryShape): Interceptor => {
       count.n++;
       duration.record(performance.now() - started, count.labels);
     };
-    let response: Awaited<ReturnType<typeof next>>;
-    try {
-      response = await next(req);
-    } catch (error) {
-      finish(error);
-      throw error;
-    }
-    if (!response.stream) {
-      finish();
-      return response;
-    }
-    const messages = response.message;
-    return {
-      ...response,
-      message: (async function* () {
-        let failure: unknown;
-        try {
-          yield* messages;
-        } catch (error) {
-          failure = error;
-          throw error;
-        } finally {
-          // A stream the client cancelled ends here without an error of its own.
-          finish(failure);
-        }
-      })(),
-    };
+    return onEnd(() => next(req), finish);
   };
 };
 
