@@ -96,6 +96,11 @@ export interface MeshConfigShape {
     readonly tlsKey: Option.Option<string>;
     /** PEM CA: require client certificates signed by it (mTLS); the principal is their subject CN. */
     readonly tlsClientCa: Option.Option<string>;
+    /**
+     * Principals of the mesh nodes that may pass on their caller's identity
+     * (`fo-forwarded-principal`) when they forward a call here.
+     */
+    readonly trustedForwarders: ReadonlyArray<string>;
     /** Requests per second per client (principal, or connection without auth); 0: no limit. */
     readonly rateLimit: number;
     /** Server streams one client may have open at once. */
@@ -266,6 +271,7 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     tlsCert: Config.option(Config.string("FO_TLS_CERT")),
     tlsKey: Config.option(Config.string("FO_TLS_KEY")),
     tlsClientCa: Config.option(Config.string("FO_TLS_CLIENT_CA")),
+    trustedForwarders: list("FO_TRUSTED_FORWARDERS", ""),
     rateLimit: Config.integer("FO_RATE_LIMIT").pipe(
       Config.validate({
         message: "must be 0 (off) or a positive number",

@@ -28,7 +28,12 @@ import type { GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { context, ROOT_CONTEXT, TraceFlags, trace } from "@opentelemetry/api";
 import { Duration, Effect, FiberRef, Option, Schedule, Stream } from "effect";
-import { CurrentAuthorization, CurrentDeadline } from "../common/caller.js";
+import {
+  CurrentAuthorization,
+  CurrentDeadline,
+  CurrentPrincipal,
+  FORWARDED_PRINCIPAL,
+} from "../common/caller.js";
 import { DeadlineExceeded, type MeshError } from "../common/errors.js";
 import type { Channel } from "./channel.js";
 import { connectToMeshError } from "./errors.js";
@@ -145,11 +150,17 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
   const client: Record<string, unknown> = {};
   for (const method of service.methods) {
     const retryable = isRetryable(method);
+    // The served call's caller goes on with the call: its own credentials, or
+    // (mTLS, where there is no header to pass on) its principal, for nodes that trust this one.
     const headersOf = (options?: CallOptions) =>
-      Effect.map(FiberRef.get(CurrentAuthorization), (authorization) =>
-        authorization === undefined
-          ? { ...settings.headers, ...options?.headers }
-          : { ...settings.headers, authorization, ...options?.headers },
+      Effect.map(
+        Effect.zip(FiberRef.get(CurrentAuthorization), FiberRef.get(CurrentPrincipal)),
+        ([authorization, principal]) =>
+          authorization !== undefined
+            ? { ...settings.headers, authorization, ...options?.headers }
+            : principal !== undefined
+              ? { ...settings.headers, [FORWARDED_PRINCIPAL]: principal, ...options?.headers }
+              : { ...settings.headers, ...options?.headers },
       );
 
     if (method.methodKind === "unary") {

@@ -33,3 +33,10 @@ export const CurrentPrincipal: FiberRef.FiberRef<string | undefined> = FiberRef.
 export const CurrentAuthorization: FiberRef.FiberRef<string | undefined> = FiberRef.unsafeMake<
   string | undefined
 >(undefined);
+
+/**
+ * The header a mesh node passes its caller's principal on in when it
+ * forwards a call (mTLS callers have no credential header to pass on). The
+ * receiving node takes it only from its trusted forwarders (server/auth.ts).
+ */
+export const FORWARDED_PRINCIPAL = "fo-forwarded-principal";

@@ -17,6 +17,13 @@
  *
  * A presented token is compared with every stored digest in constant time
  * (no early exit), and is never logged.
+ *
+ * A node that forwards a call passes its caller on: the caller's own
+ * `authorization` header when it has one, else (mTLS) the caller's principal
+ * in `fo-forwarded-principal`. That header is taken only from the principals
+ * in `FO_TRUSTED_FORWARDERS` (the mesh's nodes); the call then acts, and is
+ * allowed, as the principal it names. From anyone else it is
+ * PERMISSION_DENIED.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -24,6 +31,7 @@ import { createContextKey, type Interceptor } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionAlpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { FORWARDED_PRINCIPAL } from "../common/caller.js";
 import { PermissionDenied, Unauthenticated } from "../common/errors.js";
 import { meshErrorToConnect } from "./errors.js";
 
@@ -101,10 +109,12 @@ export interface AuthOptions {
   readonly tokens: ReadonlyArray<Entry> | undefined;
   /** Client certificates are required (mTLS): the principal comes from them. */
   readonly mtls: boolean;
+  /** Principals that may pass on another principal in FORWARDED_PRINCIPAL. */
+  readonly trustedForwarders: ReadonlyArray<string>;
 }
 
 export const authInterceptor =
-  ({ tokens, mtls }: AuthOptions): Interceptor =>
+  ({ tokens, mtls, trustedForwarders }: AuthOptions): Interceptor =>
   (next) =>
   async (req) => {
     if (open.has(req.service.typeName)) return next(req);
@@ -128,6 +138,18 @@ export const authInterceptor =
       entry = byToken(tokens, match[1]);
       if (entry === undefined) throw denied(new Unauthenticated({ message: "unknown token" }));
       principal = entry.principal;
+    }
+    const forwarded = req.header.get(FORWARDED_PRINCIPAL);
+    if (forwarded !== null) {
+      if (principal === undefined || !trustedForwarders.includes(principal) || forwarded === "")
+        throw denied(
+          new PermissionDenied({
+            message: `only the mesh's nodes may pass on a caller in ${FORWARDED_PRINCIPAL}`,
+            metadata: { principal: principal ?? "" },
+          }),
+        );
+      principal = forwarded;
+      entry = tokens?.find((e) => e.principal === principal);
     }
     if (tokens !== undefined && (entry === undefined || !allows(entry, service, method))) {
       throw denied(

@@ -57,6 +57,7 @@ export const MeshServerLive = Layer.scoped(
         Option.getOrUndefined(Option.map(config.security.authTokensFile, loadTokens)),
       ),
       mtls: Option.isSome(config.security.tlsClientCa),
+      trustedForwarders: config.security.trustedForwarders,
     };
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),

@@ -177,6 +177,98 @@ describe("mTLS", () => {
   });
 });
 
+describe("mTLS across a forwarding hop", () => {
+  // Node A hosts the registry; node B hosts MemoryManager. Each presents its own
+  // certificate to the other and trusts the other to pass on its caller's identity.
+  let a: TestMesh;
+  let b: TestMesh;
+  const node = (name: string, over: { mesh: object; forwarders: string[] }) => ({
+    security: {
+      ...defaultConfig().security,
+      tlsCert: Option.some(file(`${name}.crt`)),
+      tlsKey: Option.some(file(`${name}.key`)),
+      tlsClientCa: Option.some(file("ca.crt")),
+      trustedForwarders: over.forwarders,
+    },
+    mesh: { ...defaultConfig().mesh, lease: "2 seconds" as never, ...over.mesh },
+  });
+  const memoryAt = (url: string, client: string, headers?: Record<string, string>) =>
+    createClient(
+      MemoryManagerService,
+      createGrpcTransport({
+        baseUrl: url,
+        nodeOptions: { ca: pem("ca.crt"), cert: pem(`${client}.crt`), key: pem(`${client}.key`) },
+        ...(headers === undefined
+          ? {}
+          : {
+              interceptors: [
+                (next) => (req) => {
+                  for (const [k, v] of Object.entries(headers)) req.header.set(k, v);
+                  return next(req);
+                },
+              ],
+            }),
+      }),
+    );
+  const address = () => ({
+    kind: {
+      case: "text" as const,
+      value: `E-${randomBytes(4).toString("hex")}:f:PROCESS:main:s:json`,
+    },
+  });
+
+  beforeAll(async () => {
+    issue("node-a", "node-a", "IP:127.0.0.1,DNS:localhost");
+    issue("node-b", "node-b", "IP:127.0.0.1,DNS:localhost");
+    a = await startMesh(
+      node("node-a", {
+        mesh: { services: ["datastore"], register: Option.some(true) },
+        forwarders: ["node-b"],
+      }),
+    );
+    b = await startMesh(
+      node("node-b", {
+        mesh: { services: ["memory", "messaging", "telemetry"], seeds: [a.url] },
+        forwarders: ["node-a"],
+      }),
+    );
+    // B is READY in A's registry and A's router has seen it.
+    for (let i = 0; ; i++) {
+      const routed = await memoryAt(a.url, "client")
+        .exists({ address: address() }, { timeoutMs: 1000 })
+        .then(
+          () => true,
+          () => false,
+        );
+      if (routed) break;
+      if (i === 100) throw new Error("node A never forwarded MemoryManager calls to node B");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+  afterAll(async () => {
+    await b?.close();
+    await a?.close();
+  });
+
+  it("forwards over TLS, and the caller's certificate, not node A's, owns what it allocates", async () => {
+    const viaA = memoryAt(a.url, "client");
+    const at = address();
+    await viaA.allocate({ address: at });
+    expect((await viaA.read({ address: at })).entry?.owner).toBe("importer");
+    // The same caller straight at B is the same owner.
+    await memoryAt(b.url, "client").write({ address: at, data: new Uint8Array([1]) });
+  });
+
+  it("takes a passed-on identity only from a trusted node", async () => {
+    const error = await failureOf(
+      memoryAt(b.url, "client", { "fo-forwarded-principal": "someone-else" }).allocate({
+        address: address(),
+      }),
+    );
+    expect(error.code).toBe(Code.PermissionDenied);
+  });
+});
+
 describe("per-client limits", () => {
   let mesh: TestMesh;
   beforeAll(async () => {
