@@ -230,13 +230,24 @@ export const call = <A>(
   what: string,
   op: (signal: AbortSignal) => Promise<A>,
   timeout: Duration.Duration,
+  retryAfter?: (error: unknown) => number | undefined,
 ): Effect.Effect<A, StoreUnavailable> =>
   boundedCall({
     op,
     timeout,
     onTimeout: timedOut(what, timeout),
     onError: (cause) => Effect.fail(new StoreUnavailable({ cause })),
+    ...(retryAfter === undefined ? {} : { retryAfter }),
   });
+
+/**
+ * For `call`'s `retryAfter`: a partition whose leader is still being
+ * elected (just after its topic was created, or while leadership moves)
+ * answers with these errors, which kafkajs passes on for some requests
+ * (listing offsets) instead of retrying them.
+ */
+export const whileLeaderMoves = (error: unknown): number | undefined =>
+  hasErrorType(error, "NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE") ? 100 : undefined;
 
 /**
  * `connect` shared by concurrent callers: one attempt at a time (a

@@ -24,6 +24,7 @@ import {
   type KafkaClient,
   READ_TIMEOUT,
   timedOut,
+  whileLeaderMoves,
 } from "./client.js";
 import { fromMessage } from "./records.js";
 
@@ -75,6 +76,7 @@ export const makeRead =
             return admin.fetchTopicOffsets(topic);
           },
           client.sendTimeout,
+          whileLeaderMoves,
         );
         if (watermarks === undefined) return { records: [] };
 

@@ -1,0 +1,109 @@
+/** Tier 1: boundedCall, the bound on every Hazelcast and Kafka driver call. */
+import { Cause, Effect, Exit, Fiber } from "effect";
+import { describe, expect, it } from "vitest";
+import { boundedCall } from "../../src/common/bounded.js";
+
+class Offline extends Error {}
+
+const settings = {
+  timeout: "200 millis",
+  onTimeout: (last: unknown) => `timed out after ${last instanceof Error ? last.message : "none"}`,
+  onError: (e: unknown) =>
+    e instanceof TypeError ? Effect.die(e) : Effect.fail(`failed: ${(e as Error).message}`),
+} as const;
+
+const exitOf = <A>(effect: Effect.Effect<A, string>) => Effect.runPromise(Effect.exit(effect));
+
+describe("boundedCall", () => {
+  it("succeeds with the call's value", async () => {
+    const exit = await exitOf(boundedCall({ ...settings, op: async () => 42 }));
+    expect(exit).toEqual(Exit.succeed(42));
+  });
+
+  it("maps a rejection, or a synchronous throw, with onError; a defect stays a defect", async () => {
+    const rejected = await exitOf(
+      boundedCall({ ...settings, op: () => Promise.reject(new Error("refused")) }),
+    );
+    expect(rejected).toEqual(Exit.fail("failed: refused"));
+    const thrown = await exitOf(
+      boundedCall({
+        ...settings,
+        op: () => {
+          throw new Error("at once");
+        },
+      }),
+    );
+    expect(thrown).toEqual(Exit.fail("failed: at once"));
+    const defect = await exitOf(
+      boundedCall({ ...settings, op: () => Promise.reject(new TypeError("bug")) }),
+    );
+    expect(Exit.isFailure(defect) && Cause.isDie(defect.cause)).toBe(true);
+  });
+
+  it("tries again after the errors retryAfter names, within the bound", async () => {
+    let attempts = 0;
+    const exit = await exitOf(
+      boundedCall({
+        ...settings,
+        op: async () => {
+          attempts++;
+          if (attempts < 3) throw new Offline("offline");
+          return "connected";
+        },
+        retryAfter: (e) => (e instanceof Offline ? 10 : undefined),
+      }),
+    );
+    expect(exit).toEqual(Exit.succeed("connected"));
+    expect(attempts).toBe(3);
+  });
+
+  it("fails with onTimeout, given the last error, when the bound passes; the call's signal aborts", async () => {
+    let signal: AbortSignal | undefined;
+    const never = await exitOf(
+      boundedCall({
+        ...settings,
+        op: (s) => {
+          signal = s;
+          return new Promise<never>(() => {});
+        },
+      }),
+    );
+    expect(never).toEqual(Exit.fail("timed out after none"));
+    expect(signal?.aborted).toBe(true);
+    const offline = await exitOf(
+      boundedCall({
+        ...settings,
+        op: () => Promise.reject(new Offline("still offline")),
+        retryAfter: () => 20,
+      }),
+    );
+    expect(offline).toEqual(Exit.fail("timed out after still offline"));
+  });
+
+  it("interruption aborts the call's signal and stops retrying", async () => {
+    let signal: AbortSignal | undefined;
+    let attempts = 0;
+    await Effect.runPromise(
+      Effect.gen(function* () {
+        const fiber = yield* Effect.fork(
+          boundedCall({
+            ...settings,
+            timeout: "10 seconds",
+            op: (s) => {
+              signal = s;
+              attempts++;
+              return Promise.reject(new Offline("offline"));
+            },
+            retryAfter: () => 5,
+          }),
+        );
+        yield* Effect.sleep("30 millis");
+        yield* Fiber.interrupt(fiber);
+        const seen = attempts;
+        yield* Effect.sleep("30 millis");
+        expect(attempts).toBe(seen);
+        expect(signal?.aborted).toBe(true);
+      }),
+    );
+  });
+});
