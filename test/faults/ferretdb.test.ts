@@ -1,17 +1,3 @@
-/**
- * FerretDB (the DataStore's MongoDB backend) killed under load: a mesh
- * process on a FerretDB server of this test's own (SQLite on a kept data
- * directory) serves creates, updates, reads and listings of entities and
- * service registrations while a WatchServices stream follows the registry
- * (and calls go to the other services, on their embedded backends);
- * FerretDB is killed with SIGKILL, kept down 10 s and started again on the
- * same data.
- * Calls fail fast with UNAVAILABLE (none outlives its deadline), DataStore
- * health goes NOT_SERVING then SERVING, the mesh stays up without leaking,
- * every write that returned OK is there afterwards (updates at least at the
- * version they returned), and the watch shows what is registered after.
- */
-import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "@effect/vitest";
 import { Effect } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
@@ -19,10 +5,19 @@ import { ServiceEvent_Type as ServiceEventType } from "../../gen/floworchestrato
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { privateFerretDb } from "../support/ferretdb-server.js";
-import { checkFault, DEADLINE_MS, type Op, report, runFault, startMesh, until } from "./harness.js";
+import {
+  checkFault,
+  DEADLINE_MS,
+  holdStream,
+  type Op,
+  report,
+  runFault,
+  startMesh,
+  until,
+} from "./harness.js";
 
 const KIND = "faultprobe";
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("FerretDB killed under load", () => {
   it.scopedLive(
@@ -43,39 +38,21 @@ describe("FerretDB killed under load", () => {
 
         // A watcher of the registry, reopened when its stream ends, as a client would.
         const watched = new Set<string>();
-        const streamEnds: string[] = [];
         let watching = 0;
-        let stopping = false;
-        const streams = new AbortController();
-        const watcher = (async () => {
-          while (!stopping) {
-            try {
-              for await (const { event } of ds.watchServices(
-                { serviceType: KIND },
-                { signal: streams.signal },
-              )) {
-                if (event?.type === ServiceEventType.SNAPSHOT_COMPLETE) watching++;
-                if (
-                  event?.service !== undefined &&
-                  (event.type === ServiceEventType.SNAPSHOT ||
-                    event.type === ServiceEventType.REGISTERED)
-                ) {
-                  watched.add(event.service.serviceId);
-                }
-              }
-              streamEnds.push("ended");
-            } catch (e) {
-              if (!stopping) streamEnds.push(Code[ConnectError.from(e).code] ?? "?");
+        const watch = holdStream(
+          (signal) => ds.watchServices({ serviceType: KIND }, { signal }),
+          ({ event }) => {
+            if (event?.type === ServiceEventType.SNAPSHOT_COMPLETE) watching++;
+            if (
+              event?.service !== undefined &&
+              (event.type === ServiceEventType.SNAPSHOT ||
+                event.type === ServiceEventType.REGISTERED)
+            ) {
+              watched.add(event.service.serviceId);
             }
-            if (!stopping) await sleep(250);
-          }
-        })();
-        const stopWatcher = async () => {
-          stopping = true;
-          streams.abort();
-          await watcher;
-        };
-        yield* Effect.addFinalizer(() => Effect.promise(stopWatcher));
+          },
+        );
+        yield* Effect.addFinalizer(() => Effect.promise(watch.stop));
         yield* Effect.promise(() => until("watching", () => watching > 0, 30_000));
 
         /** Service id → when its registration returned OK. */
@@ -233,11 +210,11 @@ describe("FerretDB killed under load", () => {
             10_000,
           ).catch((e: unknown) => {
             throw new Error(
-              `${(e as Error).message}: ${unseen().length} of ${since.length} unseen; stream ends: ${streamEnds.join(", ")}`,
+              `${(e as Error).message}: ${unseen().length} of ${since.length} unseen; stream ends: ${watch.ends.join(", ")}`,
             );
           }),
         );
-        expect(streamEnds.filter((end) => end !== "Unavailable")).toEqual([]);
+        expect(watch.ends.filter((end) => end !== "Unavailable")).toEqual([]);
         report("ferretdb", {
           acknowledgedEntities: acknowledged.size,
           acknowledgedUpdates: run.records.filter(
@@ -248,9 +225,9 @@ describe("FerretDB killed under load", () => {
           registrationsReadable: registered.size - unregistered.length,
           watchedSinceServing: since.length,
           watchesOpened: watching,
-          streamEnds,
+          streamEnds: watch.ends,
         });
-        yield* Effect.promise(stopWatcher);
+        yield* Effect.promise(watch.stop);
         expect(yield* Effect.promise(() => mesh.stop()), "the mesh's exit code on SIGTERM").toBe(0);
       }),
     150_000,

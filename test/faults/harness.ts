@@ -220,6 +220,46 @@ export const startLoad = (ops: ReadonlyArray<Op>, workers: number, pauseMs = 20)
 // ---------------------------------------------------------------------------
 // Health
 
+/** A client's server stream, held open through a fault run. */
+export interface HeldStream {
+  /** How each stream ended before `stop`: "ended", or the status code's name. */
+  readonly ends: ReadonlyArray<string>;
+  /** Ends the stream and waits for its loop to finish. */
+  readonly stop: () => Promise<void>;
+}
+
+/**
+ * Opens a stream and reopens it (after 250 ms) whenever it ends, as a client
+ * would, passing every item to `onItem`.
+ */
+export const holdStream = <T>(
+  open: (signal: AbortSignal) => AsyncIterable<T>,
+  onItem: (item: T) => void,
+): HeldStream => {
+  const ends: string[] = [];
+  let stopping = false;
+  const streams = new AbortController();
+  const loop = (async () => {
+    while (!stopping) {
+      try {
+        for await (const item of open(streams.signal)) onItem(item);
+        ends.push("ended");
+      } catch (e) {
+        if (!stopping) ends.push(Code[ConnectError.from(e).code] ?? "?");
+      }
+      if (!stopping) await sleep(250);
+    }
+  })();
+  return {
+    ends,
+    stop: async () => {
+      stopping = true;
+      streams.abort();
+      await loop;
+    },
+  };
+};
+
 export interface HealthSample {
   readonly time: number;
   /** The service's grpc.health.v1 status, or the code of a failed check. */

@@ -21,11 +21,11 @@ import {
 } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { privateHazelcast } from "../support/hazelcast-member.js";
-import { checkFault, type Op, report, runFault, startMesh, until } from "./harness.js";
+import { checkFault, holdStream, type Op, report, runFault, startMesh, until } from "./harness.js";
 
 const EXECUTION = "EXEC-faults";
 const OWNER = "fault-step";
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const text = (address: string) => ({ kind: { case: "text" as const, value: address } });
 
 describe("Hazelcast killed under load", () => {
@@ -50,33 +50,15 @@ describe("Hazelcast killed under load", () => {
 
         // A watcher of the execution, reopened when its stream ends, as a client would.
         const watched = new Set<string>();
-        const streamEnds: string[] = [];
         let started = 0;
-        let stopping = false;
-        const streams = new AbortController();
-        const watcher = (async () => {
-          while (!stopping) {
-            try {
-              for await (const e of memory.watchMemory(
-                { executionId: EXECUTION },
-                { signal: streams.signal },
-              )) {
-                if (e.type === WatchType.STARTED) started++;
-                if (e.type === WatchType.WRITTEN) watched.add(e.address);
-              }
-              streamEnds.push("ended");
-            } catch (e) {
-              if (!stopping) streamEnds.push(Code[ConnectError.from(e).code] ?? "?");
-            }
-            if (!stopping) await sleep(250);
-          }
-        })();
-        const stopWatcher = async () => {
-          stopping = true;
-          streams.abort();
-          await watcher;
-        };
-        yield* Effect.addFinalizer(() => Effect.promise(stopWatcher));
+        const watch = holdStream(
+          (signal) => memory.watchMemory({ executionId: EXECUTION }, { signal }),
+          (e) => {
+            if (e.type === WatchType.STARTED) started++;
+            if (e.type === WatchType.WRITTEN) watched.add(e.address);
+          },
+        );
+        yield* Effect.addFinalizer(() => Effect.promise(watch.stop));
         yield* Effect.promise(() => until("watching", () => started > 0, 30_000));
 
         let next = 0;
@@ -195,11 +177,11 @@ describe("Hazelcast killed under load", () => {
           ).catch((e: unknown) => {
             const unseen = since.filter((a) => !watched.has(a));
             throw new Error(
-              `${(e as Error).message}: ${unseen.length} of ${since.length} unseen; stream ends: ${streamEnds.join(", ")}`,
+              `${(e as Error).message}: ${unseen.length} of ${since.length} unseen; stream ends: ${watch.ends.join(", ")}`,
             );
           }),
         );
-        expect(streamEnds.filter((s) => s !== "Unavailable")).toEqual([]);
+        expect(watch.ends.filter((s) => s !== "Unavailable")).toEqual([]);
         report("hazelcast", {
           writtenBeforeKill: before.length,
           notFoundAfterRestart: before.length - survived.length,
@@ -207,9 +189,9 @@ describe("Hazelcast killed under load", () => {
           readableAfterRestart: after.length - lost.length,
           watchedSinceServing: since.length,
           watchesOpened: started,
-          streamEnds,
+          streamEnds: watch.ends,
         });
-        yield* Effect.promise(stopWatcher);
+        yield* Effect.promise(watch.stop);
         expect(yield* Effect.promise(() => mesh.stop()), "the mesh's exit code on SIGTERM").toBe(0);
       }),
     180_000,

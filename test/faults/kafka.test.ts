@@ -11,7 +11,6 @@
  * as a client would.
  */
 import { randomBytes } from "node:crypto";
-import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, expect, it } from "@effect/vitest";
 import { Effect } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
@@ -20,10 +19,19 @@ import { MessageBusService } from "../../gen/floworchestrator/messaging/v1/messa
 import { MessageKind } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { backendError } from "../infra/process.js";
 import { privateBroker } from "../support/kafka-broker.js";
-import { checkFault, DEADLINE_MS, type Op, report, runFault, startMesh, until } from "./harness.js";
+import {
+  checkFault,
+  DEADLINE_MS,
+  holdStream,
+  type Op,
+  report,
+  runFault,
+  startMesh,
+  until,
+} from "./harness.js";
 
 const TYPE = "FaultTick";
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("Kafka killed under load", () => {
   it.scopedLive(
@@ -52,38 +60,21 @@ describe("Kafka killed under load", () => {
 
         // The subscriber: acknowledges every delivery, reopens its stream when it ends.
         const delivered = new Map<string, number>();
-        const streamEnds: string[] = [];
         let subscribed = 0;
-        let stopping = false;
-        const streams = new AbortController();
-        const subscriber = (async () => {
-          while (!stopping) {
-            try {
-              for await (const res of bus.subscribe(
-                { group: "faults", eventTypes: [TYPE], maxInFlight: 64 },
-                { signal: streams.signal },
-              )) {
-                if (res.event.case === "subscribed") subscribed++;
-                if (res.event.case !== "delivery") continue;
-                const { deliveryId, message } = res.event.value;
-                const id = message?.messageId ?? "";
-                delivered.set(id, (delivered.get(id) ?? 0) + 1);
-                // A failed ack only means a redelivery later: at least once.
-                bus.ack({ deliveryIds: [deliveryId] }, { timeoutMs: DEADLINE_MS }).catch(() => {});
-              }
-              streamEnds.push("ended");
-            } catch (e) {
-              if (!stopping) streamEnds.push(Code[ConnectError.from(e).code] ?? "?");
-            }
-            if (!stopping) await sleep(250);
-          }
-        })();
-        const stopSubscriber = async () => {
-          stopping = true;
-          streams.abort();
-          await subscriber;
-        };
-        yield* Effect.addFinalizer(() => Effect.promise(stopSubscriber));
+        const subscriber = holdStream(
+          (signal) =>
+            bus.subscribe({ group: "faults", eventTypes: [TYPE], maxInFlight: 64 }, { signal }),
+          (res) => {
+            if (res.event.case === "subscribed") subscribed++;
+            if (res.event.case !== "delivery") return;
+            const { deliveryId, message } = res.event.value;
+            const id = message?.messageId ?? "";
+            delivered.set(id, (delivered.get(id) ?? 0) + 1);
+            // A failed ack only means a redelivery later: at least once.
+            bus.ack({ deliveryIds: [deliveryId] }, { timeoutMs: DEADLINE_MS }).catch(() => {});
+          },
+        );
+        yield* Effect.addFinalizer(() => Effect.promise(subscriber.stop));
         yield* Effect.promise(() => until("subscribed", () => subscribed > 0, 30_000));
 
         /** Message id → when the publish returned OK. */
@@ -151,11 +142,11 @@ describe("Kafka killed under load", () => {
         );
         expect(
           undelivered().length,
-          `acknowledged publishes not delivered within 60 s (of ${acknowledged.size}; e.g. ${undelivered().slice(0, 5).join(", ")}); stream ends: ${streamEnds.join(", ")}`,
+          `acknowledged publishes not delivered within 60 s (of ${acknowledged.size}; e.g. ${undelivered().slice(0, 5).join(", ")}); stream ends: ${subscriber.ends.join(", ")}`,
         ).toBe(0);
         const deliveries = [...delivered.values()].reduce((a, b) => a + b, 0);
         // The stream either survived the outage or ended with UNAVAILABLE (then reopened).
-        expect(streamEnds.filter((s) => s !== "Unavailable")).toEqual([]);
+        expect(subscriber.ends.filter((s) => s !== "Unavailable")).toEqual([]);
         report("kafka", {
           acknowledgedPublishes: acknowledged.size,
           deliveredAcknowledged: [...acknowledged.keys()].filter((id) => delivered.has(id)).length,
@@ -163,9 +154,9 @@ describe("Kafka killed under load", () => {
           redeliveries: deliveries - delivered.size,
           allDeliveredAfterServingMs: (caughtUp ?? Number.NaN) - run.timeline.serving,
           subscriptionsOpened: subscribed,
-          streamEnds,
+          streamEnds: subscriber.ends,
         });
-        yield* Effect.promise(stopSubscriber);
+        yield* Effect.promise(subscriber.stop);
         expect(yield* Effect.promise(() => mesh.stop()), "the mesh's exit code on SIGTERM").toBe(0);
       }),
     180_000,

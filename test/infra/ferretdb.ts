@@ -40,6 +40,25 @@ async function provision(): Promise<void> {
   await rm(srcDir, { recursive: true, force: true });
 }
 
+/** The flags FerretDB runs with here: SQLite storage, and nothing listening or phoning home besides the wire protocol. */
+export function ferretdbArgs(o: {
+  listen: string;
+  dataDir: string;
+  stateDir: string;
+  logLevel: "info" | "warn";
+}): string[] {
+  return [
+    "--handler=sqlite",
+    `--sqlite-url=file:${o.dataDir}/`,
+    `--listen-addr=${o.listen}`,
+    `--state-dir=${o.stateDir}`,
+    // No debug/metrics HTTP listener at all, and no telemetry beacon.
+    "--debug-addr=-",
+    "--telemetry=disable",
+    `--log-level=${o.logLevel}`,
+  ];
+}
+
 export function ferretdb(): Backend {
   const port = envPort("INFRA_FERRETDB_PORT", 27017);
   return {
@@ -55,16 +74,7 @@ export function ferretdb(): Backend {
       await mkdir(stateDir, { recursive: true });
       return spawnDetached(
         binary,
-        [
-          "--handler=sqlite",
-          `--sqlite-url=file:${dataDir}/`,
-          `--listen-addr=${host}:${port}`,
-          `--state-dir=${stateDir}`,
-          // No debug/metrics HTTP listener at all, and no telemetry beacon.
-          "--debug-addr=-",
-          "--telemetry=disable",
-          "--log-level=info",
-        ],
+        ferretdbArgs({ listen: `${host}:${port}`, dataDir, stateDir, logLevel: "info" }),
         {
           cwd: paths.dir,
           env: { ...process.env, DO_NOT_TRACK: "1" },

@@ -116,25 +116,28 @@ export function hazelcast(): Backend {
         },
       );
     },
-    async probe() {
-      const client = await withTimeout(
-        Client.newHazelcastClient(hazelcastClientConfig([`${host}:${port}`])),
-        15_000,
-        "hazelcast connect",
-      );
-      try {
-        const map = await client.getMap<string, string>("__infra_probe");
-        const token = `${Date.now()}`;
-        await map.put("probe", token);
-        return (await map.get("probe")) === token;
-      } finally {
-        await client.shutdown();
-      }
-    },
+    probe: () => probeMember(`${host}:${port}`),
   };
 }
 
 /** Client config for a quick, quiet, fail-fast connection to the test member. */
+/** Whether the member at `address` serves a map: a put and a get through a client of its own. */
+export async function probeMember(address: string, clusterName = HAZELCAST_CLUSTER) {
+  const client = await withTimeout(
+    Client.newHazelcastClient({ ...hazelcastClientConfig([address]), clusterName }),
+    15_000,
+    "hazelcast connect",
+  );
+  try {
+    const map = await client.getMap<string, string>("__infra_probe");
+    const token = `${Date.now()}`;
+    await map.put("probe", token);
+    return (await map.get("probe")) === token;
+  } finally {
+    await client.shutdown();
+  }
+}
+
 export function hazelcastClientConfig(members: string[]) {
   return {
     clusterName: HAZELCAST_CLUSTER,

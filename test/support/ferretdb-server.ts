@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { MongoClient } from "mongodb";
-import { mongodbUri } from "../infra/ferretdb.js";
+import { ferretdbArgs, mongodbUri } from "../infra/ferretdb.js";
 import { cacheDir } from "../infra/index.js";
 import { appendLine, backendError, freePort, host, waitUntil } from "../infra/process.js";
 
@@ -75,16 +75,7 @@ export const privateFerretDb = Effect.acquireRelease(
     };
 
     const start = async () => {
-      const args = [
-        "--handler=sqlite",
-        `--sqlite-url=file:${dataDir}/`,
-        `--listen-addr=${host}:${port}`,
-        `--state-dir=${stateDir}`,
-        // No debug/metrics HTTP listener at all, and no telemetry beacon.
-        "--debug-addr=-",
-        "--telemetry=disable",
-        "--log-level=warn",
-      ];
+      const args = ferretdbArgs({ listen: `${host}:${port}`, dataDir, stateDir, logLevel: "warn" });
       await appendLine(logFile, `$ ${binary} ${args.join(" ")}`);
       const fd = openSync(logFile, "a");
       try {

@@ -14,8 +14,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { Client } from "hazelcast-client";
-import { hazelcastClientConfig, memberConfig } from "../infra/hazelcast.js";
+import { memberConfig, probeMember } from "../infra/hazelcast.js";
 import { cacheDir } from "../infra/index.js";
 import {
   appendLine,
@@ -24,7 +23,6 @@ import {
   host,
   portInUse,
   waitUntil,
-  withTimeout,
 } from "../infra/process.js";
 
 const libDir = join(cacheDir, "hazelcast", "libs");
@@ -60,22 +58,8 @@ const ADD_OPENS = [
   "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
 ];
 
-const probe = async (address: string, clusterName: string) => {
-  if (!(await portInUse(Number(address.split(":")[1])))) return false;
-  const client = await withTimeout(
-    Client.newHazelcastClient({ ...hazelcastClientConfig([address]), clusterName }),
-    10_000,
-    "hazelcast connect",
-  );
-  try {
-    const map = await client.getMap<string, string>("__probe");
-    const token = `${Date.now()}`;
-    await map.put("probe", token);
-    return (await map.get("probe")) === token;
-  } finally {
-    await client.shutdown();
-  }
-};
+const probe = async (address: string, clusterName: string) =>
+  (await portInUse(Number(address.split(":")[1]))) && probeMember(address, clusterName);
 
 export const privateHazelcast = Effect.acquireRelease(
   Effect.promise(async (): Promise<PrivateHazelcast> => {
