@@ -1,3 +1,16 @@
+/**
+ * FerretDB (the DataStore's MongoDB backend) killed under load: a mesh
+ * process on a FerretDB server of this test's own (SQLite on a kept data
+ * directory) serves creates, updates, reads and listings of entities and
+ * service registrations while a WatchServices stream follows the registry
+ * (and calls go to the other services, on their embedded backends);
+ * FerretDB is killed with SIGKILL, kept down 10 s and started again on the
+ * same data.
+ * Calls fail fast with UNAVAILABLE (none outlives its deadline), DataStore
+ * health goes NOT_SERVING then SERVING, the mesh stays up without leaking,
+ * every write that returned OK is there afterwards (updates at least at the
+ * version they returned), and the watch shows what is registered after.
+ */
 import { describe, expect, it } from "@effect/vitest";
 import { Effect } from "effect";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";

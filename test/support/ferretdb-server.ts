@@ -6,8 +6,7 @@
  * it can be killed (SIGKILL, by its PID) and started again on the same data.
  * Released with its scope (killed, directory removed).
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -15,7 +14,8 @@ import { Effect } from "effect";
 import { MongoClient } from "mongodb";
 import { ferretdbArgs, mongodbUri } from "../infra/ferretdb.js";
 import { cacheDir } from "../infra/index.js";
-import { appendLine, backendError, freePort, host, waitUntil } from "../infra/process.js";
+import { freePort, host } from "../infra/process.js";
+import { killableServer } from "./killable.js";
 
 /** Built by `npm run infra:up` (or the integration/faults global setup). */
 const binary = join(cacheDir, "bin", "ferretdb");
@@ -61,47 +61,19 @@ export const privateFerretDb = Effect.acquireRelease(
     await mkdir(stateDir, { recursive: true });
     const port = await freePort();
     const uri = mongodbUri(port);
-    let child: ChildProcess | undefined;
+    const server = killableServer({
+      name: "ferretdb (private)",
+      command: binary,
+      args: ferretdbArgs({ listen: `${host}:${port}`, dataDir, stateDir, logLevel: "warn" }),
+      cwd: dir,
+      env: { ...process.env, DO_NOT_TRACK: "1" },
+      logFile,
+      ready: () => ping(uri),
+      timeoutMs: 30_000,
+      intervalMs: 100,
+    });
 
-    const kill = async () => {
-      const current = child;
-      child = undefined;
-      if (current?.pid === undefined || current.exitCode !== null || current.signalCode !== null)
-        return;
-      const exited = new Promise((resolve) => current.once("exit", resolve));
-      process.kill(current.pid, "SIGKILL");
-      await exited;
-      await appendLine(logFile, `[test] killed pid ${current.pid} (SIGKILL)`);
-    };
-
-    const start = async () => {
-      const args = ferretdbArgs({ listen: `${host}:${port}`, dataDir, stateDir, logLevel: "warn" });
-      await appendLine(logFile, `$ ${binary} ${args.join(" ")}`);
-      const fd = openSync(logFile, "a");
-      try {
-        const started = spawn(binary, args, {
-          cwd: dir,
-          env: { ...process.env, DO_NOT_TRACK: "1" },
-          stdio: ["ignore", fd, fd],
-        });
-        child = started;
-        await waitUntil(() => ping(uri), {
-          timeoutMs: 30_000,
-          intervalMs: 100,
-          abort: () =>
-            started.exitCode === null && started.signalCode === null
-              ? undefined
-              : `exited with ${started.signalCode ?? `code ${started.exitCode}`}`,
-        });
-      } catch (e) {
-        await kill();
-        throw backendError("ferretdb (private)", `cannot start: ${(e as Error).message}`, logFile);
-      } finally {
-        closeSync(fd);
-      }
-    };
-
-    return { uri, port, dir, logFile, pid: () => child?.pid, start, kill };
+    return { uri, port, dir, logFile, ...server };
   }),
   (server) =>
     Effect.promise(async () => {

@@ -7,23 +7,16 @@
  * heap only, so a kill loses it. Killed (SIGKILL, by its PID) and started
  * again at will; released with its scope.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { memberConfig, probeMember } from "../infra/hazelcast.js";
 import { cacheDir } from "../infra/index.js";
-import {
-  appendLine,
-  backendError,
-  freePort,
-  host,
-  portInUse,
-  waitUntil,
-} from "../infra/process.js";
+import { freePort, host, portInUse } from "../infra/process.js";
+import { killableServer } from "./killable.js";
 
 const libDir = join(cacheDir, "hazelcast", "libs");
 
@@ -77,21 +70,10 @@ export const privateHazelcast = Effect.acquireRelease(
     const logFile = join(dir, "server.log");
     await writeFile(configFile, memberConfig(port, clusterName));
     await writeFile(loggingFile, LOGGING_PROPERTIES);
-    let child: ChildProcess | undefined;
-
-    const kill = async () => {
-      const current = child;
-      child = undefined;
-      if (current?.pid === undefined || current.exitCode !== null || current.signalCode !== null)
-        return;
-      const exited = new Promise((resolve) => current.once("exit", resolve));
-      process.kill(current.pid, "SIGKILL");
-      await exited;
-      await appendLine(logFile, `[test] killed pid ${current.pid} (SIGKILL)`);
-    };
-
-    const start = async () => {
-      const args = [
+    const server = killableServer({
+      name: "hazelcast (private)",
+      command: "java",
+      args: [
         "-Xms64m",
         "-Xmx256m",
         "-XX:+UseSerialGC",
@@ -105,33 +87,16 @@ export const privateHazelcast = Effect.acquireRelease(
         "-cp",
         `${libDir}/*`,
         "com.hazelcast.core.server.HazelcastMemberStarter",
-      ];
-      await appendLine(logFile, `$ java ${args.join(" ")}`);
-      const fd = openSync(logFile, "a");
-      try {
-        const started = spawn("java", args, {
-          cwd: dir,
-          env: { ...process.env, HZ_PHONE_HOME_ENABLED: "false" },
-          stdio: ["ignore", fd, fd],
-        });
-        child = started;
-        await waitUntil(() => probe(address, clusterName), {
-          timeoutMs: 60_000,
-          intervalMs: 250,
-          abort: () =>
-            started.exitCode === null && started.signalCode === null
-              ? undefined
-              : `exited with ${started.signalCode ?? `code ${started.exitCode}`}`,
-        });
-      } catch (e) {
-        await kill();
-        throw backendError("hazelcast (private)", `cannot start: ${(e as Error).message}`, logFile);
-      } finally {
-        closeSync(fd);
-      }
-    };
+      ],
+      cwd: dir,
+      env: { ...process.env, HZ_PHONE_HOME_ENABLED: "false" },
+      logFile,
+      ready: () => probe(address, clusterName),
+      timeoutMs: 60_000,
+      intervalMs: 250,
+    });
 
-    return { address, clusterName, dir, logFile, pid: () => child?.pid, start, kill };
+    return { address, clusterName, dir, logFile, ...server };
   }),
   (member) =>
     Effect.promise(async () => {

@@ -4,16 +4,15 @@
  * (by its PID) at will, on ports of its own on 127.0.0.1; jars from the
  * shared broker's provisioning (test/infra). Released with its scope.
  */
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { closeSync, openSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
 import { Kafka, logLevel } from "kafkajs";
 import { cacheDir } from "../infra/index.js";
-import { freePort, run, waitUntil } from "../infra/process.js";
+import { freePort, run } from "../infra/process.js";
+import { killableServer } from "./killable.js";
 
 /**
  * A single-node KRaft broker of this test's own (the shared one must stay
@@ -86,7 +85,6 @@ export const privateBroker = Effect.acquireRelease(
       { cwd: dir, logFile, timeoutMs: 120_000 },
     );
     const address = `127.0.0.1:${port}`;
-    let child: ChildProcess | undefined;
     const ready = async () => {
       const admin = new Kafka({
         clientId: "private-broker-probe",
@@ -104,33 +102,17 @@ export const privateBroker = Effect.acquireRelease(
         await admin.disconnect();
       }
     };
-    const kill = async () => {
-      const current = child;
-      child = undefined;
-      if (current?.pid === undefined || current.exitCode !== null) return;
-      const exited = new Promise((resolve) => current.once("exit", resolve));
-      process.kill(current.pid, "SIGKILL");
-      await exited;
-    };
-    const start = async () => {
-      const fd = openSync(logFile, "a");
-      try {
-        const started = spawn("java", [...jvm, "kafka.Kafka", props], {
-          cwd: dir,
-          stdio: ["ignore", fd, fd],
-        });
-        child = started;
-        await waitUntil(ready, {
-          timeoutMs: 60_000,
-          intervalMs: 200,
-          abort: () =>
-            started.exitCode === null ? undefined : `the private broker exited (see ${logFile})`,
-        });
-      } finally {
-        closeSync(fd);
-      }
-    };
-    return { address, start, kill, dir };
+    const server = killableServer({
+      name: "kafka (private)",
+      command: "java",
+      args: [...jvm, "kafka.Kafka", props],
+      cwd: dir,
+      logFile,
+      ready,
+      timeoutMs: 60_000,
+      intervalMs: 200,
+    });
+    return { address, dir, ...server };
   }),
   (broker) =>
     Effect.promise(async () => {
