@@ -56,7 +56,7 @@ com.hazelcast.internal.diagnostics.HealthMonitor.level=WARNING
 
 // What Hazelcast asks for on Java 9+ to use internal APIs; without them it
 // only logs a warning, but the warning would crowd the log tail.
-const ADD_OPENS = [
+export const ADD_OPENS = [
   "--add-modules=java.se",
   "--add-exports=java.base/jdk.internal.ref=ALL-UNNAMED",
   "--add-opens=java.base/java.lang=ALL-UNNAMED",

@@ -13,7 +13,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Effect } from "effect";
-import { memberConfig, probeMember } from "../infra/hazelcast.js";
+import { ADD_OPENS, memberConfig, probeMember } from "../infra/hazelcast.js";
 import { cacheDir } from "../infra/index.js";
 import { freePort, host, portInUse } from "../infra/process.js";
 import { killableServer } from "./killable.js";
@@ -40,16 +40,6 @@ com.hazelcast.core.LifecycleService.level=INFO
 java.util.logging.ConsoleHandler.level=ALL
 java.util.logging.SimpleFormatter.format=[%1$tF %1$tT] %4$s %3$s: %5$s%6$s%n
 `;
-
-// As test/infra/hazelcast.ts: what Hazelcast asks for on Java 9+.
-const ADD_OPENS = [
-  "--add-modules=java.se",
-  "--add-exports=java.base/jdk.internal.ref=ALL-UNNAMED",
-  "--add-opens=java.base/java.lang=ALL-UNNAMED",
-  "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
-  "--add-opens=java.management/sun.management=ALL-UNNAMED",
-  "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
-];
 
 const probe = async (address: string, clusterName: string) =>
   (await portInUse(Number(address.split(":")[1]))) && probeMember(address, clusterName);
