@@ -196,21 +196,26 @@ export const makeClient = (
 // ---------------------------------------------------------------------------
 // Errors and bounded calls
 
-/** Every `type` (Kafka error code name) along an error's chain of causes. */
-export const errorTypes = (e: unknown): ReadonlyArray<string> => {
-  const types: string[] = [];
+/** An error and the errors it was caused by (kafkajs wraps as `cause` or `originalError`). */
+export const causeChain = (e: unknown): ReadonlyArray<{ type?: unknown; name?: unknown }> => {
+  const chain: Array<{ type?: unknown; name?: unknown }> = [];
   let current: unknown = e;
   for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
-    const { type, cause, originalError } = current as {
+    const link = current as {
       type?: unknown;
+      name?: unknown;
       cause?: unknown;
       originalError?: unknown;
     };
-    if (typeof type === "string") types.push(type);
-    current = cause ?? originalError;
+    chain.push(link);
+    current = link.cause ?? link.originalError;
   }
-  return types;
+  return chain;
 };
+
+/** Every `type` (Kafka error code name) along an error's chain of causes. */
+export const errorTypes = (e: unknown): ReadonlyArray<string> =>
+  causeChain(e).flatMap(({ type }) => (typeof type === "string" ? [type] : []));
 
 export const hasErrorType = (e: unknown, ...types: ReadonlyArray<string>) =>
   errorTypes(e).some((t) => types.includes(t));

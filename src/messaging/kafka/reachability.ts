@@ -20,24 +20,14 @@
  */
 import { Effect } from "effect";
 import { StoreUnavailable } from "../log.js";
+import { causeChain } from "./client.js";
 
 /** kafkajs' errors for "could not connect / the connection dropped". */
 const CONNECTION_ERRORS = ["KafkaJSConnectionError", "KafkaJSConnectionClosedError"];
 
 /** Whether `e`, or an error it was caused by, is a connection error. */
-const isConnectionError = (e: unknown): boolean => {
-  let current: unknown = e;
-  for (let depth = 0; depth < 8 && typeof current === "object" && current !== null; depth++) {
-    const { name, cause, originalError } = current as {
-      name?: unknown;
-      cause?: unknown;
-      originalError?: unknown;
-    };
-    if (typeof name === "string" && CONNECTION_ERRORS.includes(name)) return true;
-    current = cause ?? originalError;
-  }
-  return false;
-};
+const isConnectionError = (e: unknown): boolean =>
+  causeChain(e).some(({ name }) => typeof name === "string" && CONNECTION_ERRORS.includes(name));
 
 /**
  * While unreachable and nobody pings (the log used without its health
