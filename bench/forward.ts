@@ -6,13 +6,17 @@
  * called on A, which forwards it to B over @grpc/grpc-js, vs called on B
  * directly. B's memory is the embedded store: what differs is the hop alone.
  * h2load / ghz.
+ *
+ * And the floor of any hop: the same Read through bench/relay.ts, a bare
+ * node:http2 relay, vs called on B directly. What a Node process in the path
+ * costs before it does any work of its own.
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MemoryManagerService } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { comparePair, type PairGroup } from "./harness.js";
-import { startMesh } from "./servers.js";
+import { startMesh, startRelay } from "./servers.js";
 import { grpcCall, grpcSide } from "./tools.js";
 
 export const forward: PairGroup = {
@@ -22,6 +26,7 @@ export const forward: PairGroup = {
   run: async ({ profileDir }) => {
     const a = await startMesh({ FO_SERVICES: "datastore", FO_MESH_REGISTER: "true" }, profileDir);
     const b = await startMesh({ FO_SERVICES: "memory,messaging,telemetry", FO_MESH_SEEDS: a.url });
+    const relay = await startRelay(b.url);
     try {
       const address = {
         kind: {
@@ -54,6 +59,16 @@ export const forward: PairGroup = {
         await grpcSide({ label: "client → A → B", server: a, call, pids: [a.pid, b.pid] }),
         await grpcSide({ label: "client → B", server: b, call }),
       );
+      const floor = await comparePair(
+        "Floor: Read 1 KiB via a bare node:http2 relay → B",
+        await grpcSide({
+          label: "client → relay → B",
+          server: relay,
+          call,
+          pids: [relay.pid, b.pid],
+        }),
+        await grpcSide({ label: "client → B", server: b, call }),
+      );
       return [
         {
           name: "Forwarded call: Read 1 KiB via node A → B",
@@ -61,8 +76,14 @@ export const forward: PairGroup = {
           target: { maxAddedP50: 0.3 },
           note: "A is charged with the CPU and peak RSS of both nodes (the forwarded call runs on both); B with B's alone. B uses the embedded memory store, so only the hop differs.",
         },
+        {
+          name: "Floor: Read 1 KiB via a bare node:http2 relay → B",
+          result: floor,
+          note: "Context, no target: the least a forwarding hop in Node costs. bench/relay.ts passes each call on as it came (headers, body, trailers) without decoding it, and does nothing else. The relay side is charged with the CPU and peak RSS of the relay and B; B with B's alone.",
+        },
       ];
     } finally {
+      await relay.stop();
       await b.stop();
       await a.stop();
     }

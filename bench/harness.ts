@@ -195,6 +195,11 @@ export interface Side {
    * mesh, the bare server; empty for a driver called in the bench process).
    */
   readonly pids: ReadonlyArray<number>;
+  /**
+   * Further processes whose CPU (not memory) the side is charged with: a
+   * shared backend the call runs in, the bench process when it makes the call.
+   */
+  readonly cpuAlso?: ReadonlyArray<number>;
   /** One closed-loop run at `settings.concurrency`, for about `seconds`. */
   readonly throughput: (seconds: number) => Promise<Sample>;
   /** One open-loop run at `rps` for `seconds`; absent for throughput-only pairs. */
@@ -206,7 +211,7 @@ export interface SideResult {
   readonly tool: string;
   readonly throughput: Summary;
   readonly latency?: Summary;
-  /** CPU seconds of `pids` per 1,000 calls, over the throughput phase. */
+  /** CPU seconds of `pids` and `cpuAlso` per 1,000 calls, over the throughput phase. */
   readonly cpuPer1k?: number;
   /** Sum of the peak RSS of `pids` at the end of the pair. */
   readonly peakRssMiB?: number;
@@ -295,10 +300,12 @@ export const profiling: {
 /** CLOCK_MONOTONIC in µs: process.hrtime and V8's CPU profiles share it. */
 export const monotonicMicros = () => Number(process.hrtime.bigint() / 1000n);
 
+const charged = (side: Side) => [...side.pids, ...(side.cpuAlso ?? [])];
+
 const measure = async (side: Side, run: () => Promise<Sample>) => {
-  const before = side.pids.map(cpuSeconds);
+  const before = charged(side).map(cpuSeconds);
   const sample = await run();
-  const cpu = side.pids.reduce((s, pid, i) => s + cpuSeconds(pid) - (before[i] ?? 0), 0);
+  const cpu = charged(side).reduce((s, pid, i) => s + cpuSeconds(pid) - (before[i] ?? 0), 0);
   return { sample, cpu };
 };
 
@@ -386,12 +393,10 @@ export const comparePair = async (
       throughput: each(runs[key]),
       ...(lat === undefined ? {} : { latency: each(lat[key]) }),
     },
+    ...(charged(side).length === 0 ? {} : { cpuPer1k: (cpu[key] / throughput[key].count) * 1000 }),
     ...(side.pids.length === 0
       ? {}
-      : {
-          cpuPer1k: (cpu[key] / throughput[key].count) * 1000,
-          peakRssMiB: side.pids.reduce((s, pid) => s + peakRssMiB(pid), 0),
-        }),
+      : { peakRssMiB: side.pids.reduce((s, pid) => s + peakRssMiB(pid), 0) }),
   });
   return {
     a: result("a", a),

@@ -209,7 +209,7 @@ export const writeMarkdown = (dir: string, results: Results, method: string) => 
     method,
     "",
     "A is the mesh side, B the baseline; cells hold A / B. Throughput is from the closed-loop phase, the percentiles from the open-loop phase at the rate shown. " +
-      "CPU is user + system seconds of the server processes per 1,000 calls during the throughput phase (— where the baseline is a driver inside the bench process); " +
+      "CPU is user + system seconds of the server processes per 1,000 calls during the throughput phase (— where the baseline is a driver inside the bench process, except where a note says which processes are counted); " +
       "peak RSS is their high-water mark at the end of the pair.",
     "",
     ...table(

@@ -106,3 +106,9 @@ export const startMesh = (env: Record<string, string> = {}, profileDir?: string)
 /** The transport pair's baseline: connect-node, one Health/Check handler, nothing else. */
 export const startBare = () =>
   spawnServer("bare connect-node server", ["--import", "tsx", "bench/bare-server.ts"], {});
+
+/** The floor of a forwarding hop: bench/relay.ts, passing every call on to `upstream`. */
+export const startRelay = (upstream: string) =>
+  spawnServer("node:http2 relay", ["--import", "tsx", "bench/relay.ts"], {
+    RELAY_UPSTREAM: upstream,
+  });

@@ -271,10 +271,12 @@ export const nodeSide = (opts: {
   tool: string;
   call: () => Promise<unknown>;
   pids?: ReadonlyArray<number>;
+  cpuAlso?: ReadonlyArray<number>;
 }): Side => ({
   label: opts.label,
   tool: opts.tool,
   pids: opts.pids ?? [],
+  ...(opts.cpuAlso === undefined ? {} : { cpuAlso: opts.cpuAlso }),
   throughput: (seconds) => closedLoop(opts.call, seconds),
   latency: (rps, seconds) => openLoop(opts.call, rps, seconds),
 });
