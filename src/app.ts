@@ -4,8 +4,10 @@
  * can report into them.
  *
  * Each service is either hosted here (its Live layer, with its backend) or,
- * when `FO_SERVICES` leaves it out, served by forwarding: its port is the
- * typed mesh client, which sends the call to a node that hosts the service.
+ * when `FO_SERVICES` leaves it out, hosted elsewhere: the server relays its
+ * calls to a node that hosts it (server/relay.ts), and its port is the typed
+ * mesh client, which carries this node's own calls (registration, the
+ * registry watch) and the calls the relay leaves to Connect.
  */
 import { create } from "@bufbuild/protobuf";
 import { type Context, Effect, Layer, Option, Stream } from "effect";
@@ -35,8 +37,9 @@ import { effectSpans } from "./telemetry/spans.js";
 import { TelemetryPort } from "./telemetry/TelemetryPort.js";
 
 /**
- * The client a node forwards with: grpc-js (so the instrumentation continues
- * the trace), following the registry of the local DataStore when hosted here.
+ * The client of a node's forwarded ports, whose routes the relay follows too:
+ * grpc-js (so the instrumentation continues the trace), following the
+ * registry of the local DataStore when hosted here.
  */
 const forwardingClient = (config: MeshConfigShape) =>
   Layer.scoped(
@@ -119,7 +122,8 @@ const portsLayer = (config: MeshConfigShape) => {
   const client = hosts("datastore")
     ? forwardingClient(config).pipe(Layer.provide(DataStoreLive))
     : forwardingClient(config);
-  return ports.pipe(Layer.provide(client));
+  // The server relays calls for the services hosted elsewhere along the client's routes.
+  return ports.pipe(Layer.provideMerge(client));
 };
 
 export const appLayer = (config: MeshConfigShape, telemetry: TelemetryOptions = {}) =>

@@ -26,7 +26,7 @@ import { TelemetryService } from "../../gen/floworchestrator/telemetry/v1/teleme
 import type { MeshError } from "../common/errors.js";
 import type { ChannelKind, ChannelTls } from "./channel.js";
 import { traceGrpcCallsWith } from "./instrumentation.js";
-import { MESH_NODE_TYPE, makeRouter, type RegistryWatch } from "./router.js";
+import { MESH_NODE_TYPE, makeRouter, type RegistryRouter, type RegistryWatch } from "./router.js";
 import { type ClientOf, makeServiceClient } from "./service-client.js";
 
 /**
@@ -68,6 +68,8 @@ export interface MeshClientShape {
   readonly telemetry: ClientOf<typeof TelemetryService>;
   /** URLs of the live nodes hosting a service, as the registry shows them now. */
   readonly nodes: (service: DescService) => ReadonlyArray<string>;
+  /** @internal The client's routing, for a node that relays calls: see server/relay.ts. */
+  readonly route: Pick<RegistryRouter, "next" | "down">;
 }
 
 export const makeMeshClient = (options: MeshClientOptions) =>
@@ -108,6 +110,7 @@ export const makeMeshClient = (options: MeshClientOptions) =>
       messaging: of(MessageBusService),
       telemetry: of(TelemetryService),
       nodes: (service) => router.live(service.typeName),
+      route: router,
     };
     if (options.discovery ?? true) {
       yield* router.follow(

@@ -63,6 +63,10 @@ export interface RouterOptions {
 }
 
 export interface RegistryRouter extends Router {
+  /** The URL of the node the next call for `service` goes to (round-robin); none known: undefined. */
+  readonly next: (service: string) => string | undefined;
+  /** Leaves a node that failed a call out for the cooldown. */
+  readonly down: (url: string) => void;
   /** Applies one registry event (the watch feeds it; exposed for tests). */
   readonly apply: (event: WatchServicesResponse) => void;
   /** Nodes currently hosting `service` and live, by URL. */
@@ -131,25 +135,33 @@ export const makeRouter = (options: RouterOptions): RegistryRouter => {
     }
   };
 
+  const next = (service: string) => {
+    const urls = candidates(service);
+    if (urls.length === 0) return undefined;
+    const n = turn.get(service) ?? 0;
+    turn.set(service, n + 1);
+    return urls[n % urls.length];
+  };
+  const down = (url: string) =>
+    downUntil.set(url, Date.now() + Duration.toMillis(options.cooldown));
+
   return {
+    next,
+    down,
     pick: (service) =>
       Effect.suspend(() => {
-        const urls = candidates(service);
-        if (urls.length === 0) {
-          return Effect.fail(
-            new Unavailable({
-              message: `no live mesh node hosts ${service}`,
-              code: NO_ENDPOINT,
-              metadata: { service },
-            }),
-          );
-        }
-        const n = turn.get(service) ?? 0;
-        turn.set(service, n + 1);
-        return Effect.succeed(channel(urls[n % urls.length] as string));
+        const url = next(service);
+        return url === undefined
+          ? Effect.fail(
+              new Unavailable({
+                message: `no live mesh node hosts ${service}`,
+                code: NO_ENDPOINT,
+                metadata: { service },
+              }),
+            )
+          : Effect.succeed(channel(url));
       }),
-    failed: (c) =>
-      Effect.sync(() => downUntil.set(c.url, Date.now() + Duration.toMillis(options.cooldown))),
+    failed: (c) => Effect.sync(() => down(c.url)),
     apply,
     live,
     follow: (watch) =>

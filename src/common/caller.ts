@@ -10,6 +10,10 @@ import { FiberRef } from "effect";
 /** Set by the server from the request's socket. */
 export const peerKey = createContextKey<string>("local", { description: "remote address:port" });
 
+/** A connection's remote address:port, the client of a call without a principal. */
+export const peerName = (socket: { remoteAddress?: string; remotePort?: number }) =>
+  `${socket.remoteAddress ?? "?"}:${socket.remotePort ?? "?"}`;
+
 export const CurrentClient: FiberRef.FiberRef<string> = FiberRef.unsafeMake("local");
 
 /**

@@ -113,24 +113,34 @@ export interface AuthOptions {
   readonly trustedForwarders: ReadonlyArray<string>;
 }
 
-export const authInterceptor =
-  ({ tokens, mtls, trustedForwarders }: AuthOptions): Interceptor =>
-  (next) =>
-  async (req) => {
-    if (open.has(req.service.typeName)) return next(req);
-    const service = req.service.typeName;
-    const method = req.method.name;
+/**
+ * The principal a call acts as (undefined without authentication), or the
+ * UNAUTHENTICATED / PERMISSION_DENIED ConnectError it is refused with.
+ * `header` reads a request header; `certificate` is the client certificate's
+ * subject CN, when the connection has one.
+ */
+export type Authenticate = (
+  service: string,
+  method: string,
+  header: (name: string) => string | null,
+  certificate: string | undefined,
+) => string | undefined;
+
+export const authenticator =
+  ({ tokens, mtls, trustedForwarders }: AuthOptions): Authenticate =>
+  (service, method, header, certificate) => {
+    if (open.has(service)) return undefined;
     let entry: Entry | undefined;
     let principal: string | undefined;
     if (mtls) {
-      principal = req.contextValues.get(certificateKey);
+      principal = certificate;
       if (principal === undefined)
         throw denied(
           new Unauthenticated({ message: "a client certificate with a subject CN is required" }),
         );
       entry = tokens?.find((e) => e.principal === principal);
     } else if (tokens !== undefined) {
-      const match = /^Bearer\s+(\S+)$/i.exec(req.header.get("authorization") ?? "");
+      const match = /^Bearer\s+(\S+)$/i.exec(header("authorization") ?? "");
       if (match?.[1] === undefined)
         throw denied(
           new Unauthenticated({ message: "an `authorization: Bearer <token>` header is required" }),
@@ -139,7 +149,7 @@ export const authInterceptor =
       if (entry === undefined) throw denied(new Unauthenticated({ message: "unknown token" }));
       principal = entry.principal;
     }
-    const forwarded = req.header.get(FORWARDED_PRINCIPAL);
+    const forwarded = header(FORWARDED_PRINCIPAL);
     if (forwarded !== null) {
       if (principal === undefined || !trustedForwarders.includes(principal) || forwarded === "")
         throw denied(
@@ -159,6 +169,19 @@ export const authInterceptor =
         }),
       );
     }
+    return principal;
+  };
+
+export const authInterceptor = (options: AuthOptions): Interceptor => {
+  const authenticate = authenticator(options);
+  return (next) => async (req) => {
+    const principal = authenticate(
+      req.service.typeName,
+      req.method.name,
+      (name) => req.header.get(name),
+      req.contextValues.get(certificateKey),
+    );
     req.contextValues.set(principalKey, principal);
     return next(req);
   };
+};

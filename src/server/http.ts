@@ -28,8 +28,8 @@ export interface Listening {
 }
 
 /** HTTP/2 flow-control windows: per stream, and for a whole connection. */
-const STREAM_WINDOW = 1024 * 1024;
-const SESSION_WINDOW = 16 * 1024 * 1024;
+export const STREAM_WINDOW = 1024 * 1024;
+export const SESSION_WINDOW = 16 * 1024 * 1024;
 
 /** Concurrent HTTP/2 streams (calls) one connection may have open; more wait in the client. */
 export const MAX_STREAMS_PER_CONNECTION = 1000;

@@ -32,7 +32,17 @@ const IDLE_MS = 60_000;
 const exempt = (service: string) =>
   service === Health.typeName || service.startsWith("grpc.reflection.");
 
-export const limitsInterceptor = ({ rate, maxStreams }: LimitOptions): Interceptor => {
+export interface Limits {
+  /**
+   * Admits one call of `client`, or throws RESOURCE_EXHAUSTED. A server
+   * stream holds one of the client's stream places: the returned function
+   * gives it back, once the stream is over.
+   */
+  readonly admit: (service: string, streaming: boolean, client: string) => (() => void) | undefined;
+  readonly interceptor: Interceptor;
+}
+
+export const makeLimits = ({ rate, maxStreams }: LimitOptions): Limits => {
   const buckets = new Map<string, Bucket>();
   const streams = new Map<string, number>();
   let sweptAt = Date.now();
@@ -61,20 +71,29 @@ export const limitsInterceptor = ({ rate, maxStreams }: LimitOptions): Intercept
       }),
     );
 
-  return (next) => async (req) => {
-    if (exempt(req.service.typeName)) return next(req);
-    const client = req.contextValues.get(principalKey) ?? req.contextValues.get(peerKey);
+  const admit = (service: string, streaming: boolean, client: string) => {
+    if (exempt(service)) return undefined;
     if (rate > 0 && !take(client)) throw exhausted("requests per second");
-    if (req.method.methodKind !== "server_streaming") return next(req);
-
+    if (!streaming) return undefined;
     const open = streams.get(client) ?? 0;
     if (open >= maxStreams) throw exhausted("open streams");
     streams.set(client, open + 1);
-    const release = () => {
+    return () => {
       const n = (streams.get(client) ?? 1) - 1;
       if (n <= 0) streams.delete(client);
       else streams.set(client, n);
     };
-    return onEnd(() => next(req), release);
+  };
+
+  return {
+    admit,
+    interceptor: (next) => async (req) => {
+      const release = admit(
+        req.service.typeName,
+        req.method.methodKind === "server_streaming",
+        req.contextValues.get(principalKey) ?? req.contextValues.get(peerKey),
+      );
+      return release === undefined ? next(req) : onEnd(() => next(req), release);
+    },
   };
 };

@@ -6,12 +6,14 @@
  */
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Context, Duration, Effect, Layer, Option, Runtime } from "effect";
-import { peerKey } from "../common/caller.js";
-import { MeshConfig } from "../config.js";
+import { Context, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect";
+import { MeshClient } from "../client/MeshClient.js";
+import { peerKey, peerName } from "../common/caller.js";
+import { hostedServices, MeshConfig } from "../config.js";
+import { serviceOf } from "../mesh/services.js";
 import { Telemetry } from "../telemetry/pipeline.js";
 import { rpcTelemetry } from "../telemetry/rpc.js";
-import { authInterceptor, certificateKey, loadTokens } from "./auth.js";
+import { authenticator, authInterceptor, certificateKey, loadTokens } from "./auth.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { consoleEndpoint } from "./console.js";
 import { makeCors } from "./cors.js";
@@ -19,7 +21,8 @@ import { plainEndpoints } from "./endpoints.js";
 import { HealthRegistry, OVERALL } from "./health.js";
 import { type Handler, listen } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
-import { limitsInterceptor } from "./limits.js";
+import { makeLimits } from "./limits.js";
+import { makeRelay } from "./relay.js";
 import { type AppServices, routes, servedServices } from "./routes.js";
 import { clientCertificateName, tlsOptions } from "./tls.js";
 
@@ -59,20 +62,23 @@ export const MeshServerLive = Layer.scoped(
       mtls: Option.isSome(config.security.tlsClientCa),
       trustedForwarders: config.security.trustedForwarders,
     };
+    const authenticates = auth.tokens !== undefined || auth.mtls;
+    const observe = rpcTelemetry(telemetry);
+    const limits = makeLimits({
+      rate: config.security.rateLimit,
+      maxStreams: config.security.maxStreamsPerClient,
+    });
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),
       contextValues: (req) =>
         createContextValues()
-          .set(peerKey, `${req.socket.remoteAddress ?? "?"}:${req.socket.remotePort ?? "?"}`)
+          .set(peerKey, peerName(req.socket))
           .set(certificateKey, clientCertificateName(req.socket)),
       // Outermost first: telemetry sees the final status of every call, including refusals.
       interceptors: [
-        rpcTelemetry(telemetry),
-        ...(auth.tokens !== undefined || auth.mtls ? [authInterceptor(auth)] : []),
-        limitsInterceptor({
-          rate: config.security.rateLimit,
-          maxStreams: config.security.maxStreamsPerClient,
-        }),
+        observe.interceptor,
+        ...(authenticates ? [authInterceptor(auth)] : []),
+        limits.interceptor,
         errorInterceptor(makeDefectReporter(runtime)),
       ],
       readMaxBytes: config.maxRequestBytes,
@@ -89,6 +95,44 @@ export const MeshServerLive = Layer.scoped(
       ready: () => Runtime.runSync(runtime)(health.check(OVERALL)),
     });
     const webConsole = yield* consoleEndpoint(config.console);
+    // Services hosted elsewhere are relayed to their nodes without decoding (relay.ts).
+    const relayed = hostedServices
+      .filter((s) => !config.mesh.services.includes(s))
+      .map((s) => serviceOf[s]);
+    const client = yield* Effect.serviceOption(MeshClient);
+    const tls = tlsOptions(config.security);
+    const relay =
+      Option.isNone(client) || relayed.length === 0
+        ? undefined
+        : yield* Effect.acquireRelease(
+            Effect.sync(() =>
+              makeRelay({
+                services: relayed,
+                route: client.value.route,
+                ...(authenticates ? { authenticate: authenticator(auth) } : {}),
+                limits,
+                telemetry: observe,
+                propagator: telemetry.propagator,
+                maxRequestBytes: config.maxRequestBytes,
+                ...(tls === undefined
+                  ? {}
+                  : {
+                      tls: {
+                        ca: tls.ca as Buffer,
+                        cert: tls.cert as Buffer,
+                        key: tls.key as Buffer,
+                      },
+                    }),
+                ...Option.match(config.security.meshToken, {
+                  onNone: () => ({}),
+                  onSome: (token) => ({ meshToken: Redacted.value(token) }),
+                }),
+              }),
+            ),
+            (r) => Effect.sync(() => r.close()),
+          );
+    // Relayed streams end with the node's own, when the drain begins.
+    if (relay !== undefined) shutdown.signal.addEventListener("abort", relay.endStreams);
     const handler: Handler = (req, res) => {
       const decision = cors(req.method, req.headers);
       for (const [k, v] of Object.entries(decision.headers)) res.setHeader(k, v);
@@ -98,6 +142,7 @@ export const MeshServerLive = Layer.scoped(
         return;
       }
       if (req.method === "GET" && (plain(req, res) || webConsole(req, res))) return;
+      if (relay?.handle(req, res)) return;
       connect(req, res);
     };
 

@@ -33,15 +33,44 @@ const headerGetter: TextMapGetter<Headers> = {
   get: (headers, key) => headers.get(key) ?? undefined,
 };
 
-/** `grpc`, `grpc-web` or `connect`, from the request's content type. */
-export const protocolOf = (headers: Headers): string => {
-  const type = headers.get("content-type") ?? "";
-  if (type.startsWith("application/grpc-web")) return "grpc-web";
-  if (type.startsWith("application/grpc")) return "grpc";
-  return "connect";
-};
+/** gRPC's status code of a call that succeeded (Connect's Code has no member for it). */
+export const OK = 0;
 
-export const rpcTelemetry = (telemetry: TelemetryShape): Interceptor => {
+export type Protocol = "grpc" | "grpc-web" | "connect";
+
+/** `grpc`, `grpc-web` or `connect`, from a request's content type. */
+export const protocolOfType = (type: string): Protocol =>
+  type.startsWith("application/grpc-web")
+    ? "grpc-web"
+    : type.startsWith("application/grpc")
+      ? "grpc"
+      : "connect";
+
+/** `grpc`, `grpc-web` or `connect`, from the request's headers. */
+export const protocolOf = (headers: Headers): Protocol =>
+  protocolOfType(headers.get("content-type") ?? "");
+
+/** One observed call: its span, and `finish` to call once with how it ended. */
+export interface ObservedCall {
+  readonly span: Span;
+  /** `code`: the gRPC status code, 0 (OK) or a Connect `Code`. */
+  readonly finish: (code: number, message?: string) => void;
+}
+
+export interface RpcTelemetry {
+  /** Observes a call from its first header on: `carrier` holds the trace context headers. */
+  readonly start: <C>(
+    service: string,
+    method: string,
+    protocol: Protocol,
+    carrier: C,
+    getter: TextMapGetter<C>,
+  ) => ObservedCall;
+  /** Observes every call Connect serves. */
+  readonly interceptor: Interceptor;
+}
+
+export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
   const duration = telemetry.meter.createHistogram("rpc.server.duration", {
     description: "Duration of RPCs handled by the mesh, to the last response message",
     unit: "ms",
@@ -63,26 +92,21 @@ export const rpcTelemetry = (telemetry: TelemetryShape): Interceptor => {
       for (const { labels, n } of counts.values()) result.observe(n, labels);
     });
 
-  return (next) => async (req) => {
-    const parent = telemetry.propagator.extract(ROOT_CONTEXT, req.header, headerGetter);
-    const protocol = protocolOf(req.header);
+  const start: RpcTelemetry["start"] = (service, method, protocol, carrier, getter) => {
+    const parent = telemetry.propagator.extract(ROOT_CONTEXT, carrier, getter);
     const attributes: Attributes = {
       "rpc.system": protocol === "connect" ? "connect_rpc" : "grpc",
-      "rpc.service": req.service.typeName,
-      "rpc.method": req.method.name,
+      "rpc.service": service,
+      "rpc.method": method,
       "fo.rpc.protocol": protocol,
     };
-    const name = `${req.service.typeName}/${req.method.name}`;
+    const name = `${service}/${method}`;
     const span = telemetry.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
-    req.contextValues.set(rpcSpanKey, span);
     const started = performance.now();
-    const finish = (error?: unknown) => {
-      const code = error === undefined ? 0 : ConnectError.from(error).code;
+    const finish = (code: number, message?: string) => {
       span.setAttribute("rpc.grpc.status_code", code);
-      if (error !== undefined) {
-        const e = ConnectError.from(error);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: `${Code[code]}: ${e.rawMessage}` });
-      }
+      if (code !== OK)
+        span.setStatus({ code: SpanStatusCode.ERROR, message: `${Code[code]}: ${message ?? ""}` });
       span.end();
       const key = `${name}|${protocol}|${code}`;
       let count = counts.get(key);
@@ -93,7 +117,29 @@ export const rpcTelemetry = (telemetry: TelemetryShape): Interceptor => {
       count.n++;
       duration.record(performance.now() - started, count.labels);
     };
-    return onEnd(() => next(req), finish);
+    return { span, finish };
+  };
+
+  return {
+    start,
+    interceptor: (next) => async (req) => {
+      const call = start(
+        req.service.typeName,
+        req.method.name,
+        protocolOf(req.header),
+        req.header,
+        headerGetter,
+      );
+      req.contextValues.set(rpcSpanKey, call.span);
+      return onEnd(
+        () => next(req),
+        (error) => {
+          if (error === undefined) return call.finish(OK);
+          const e = ConnectError.from(error);
+          call.finish(e.code, e.rawMessage);
+        },
+      );
+    },
   };
 };
 

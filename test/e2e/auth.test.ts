@@ -10,7 +10,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Code, type ConnectError } from "@connectrpc/connect";
-import { Effect, Option } from "effect";
+import { Effect, Option, Redacted } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
@@ -142,7 +142,7 @@ describe("identity decides ownership", () => {
 describe("the typed client and forwarding", () => {
   it("sends its token, and a forwarded call keeps the caller's principal", async () => {
     const b = await startMesh({
-      ...security({ meshToken: Option.some(tokens.node as never) }),
+      ...security({ meshToken: Option.some(Redacted.make(tokens.node)) }),
       mesh: { ...defaultConfig().mesh, services: ["memory"], seeds: [mesh.url] },
     });
     try {

@@ -6,17 +6,19 @@
  * cancellation and trace context cross the hop.
  */
 import { randomBytes, randomUUID } from "node:crypto";
+import { Code } from "@connectrpc/connect";
 import { SpanKind } from "@opentelemetry/api";
 import { InMemorySpanExporter, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base";
 import { Chunk, Effect, Option, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { ServiceStatus } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
-import { clientFor } from "../support/clients.js";
+import { clientFor, failureOf, type ProtocolName, protocolNames } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
 import { poll } from "../support/poll.js";
 
@@ -24,6 +26,7 @@ const meshSettings = (over: Partial<MeshConfigShape["mesh"]>): Partial<MeshConfi
   mesh: { ...defaultConfig().mesh, lease: "2 seconds" as never, ...over },
 });
 
+const spansOfA = new InMemorySpanExporter();
 const spansOfB = new InMemorySpanExporter();
 let a: TestMesh;
 let b: TestMesh;
@@ -31,7 +34,9 @@ let b: TestMesh;
 let viaA: <X, E>(f: (client: MeshClientShape) => Effect.Effect<X, E>) => Promise<X>;
 
 beforeAll(async () => {
-  a = await startMesh(meshSettings({ services: ["datastore"], register: Option.some(true) }));
+  a = await startMesh(meshSettings({ services: ["datastore"], register: Option.some(true) }), {
+    spanProcessors: [new SimpleSpanProcessor(spansOfA)],
+  });
   b = await startMesh(
     meshSettings({ services: ["memory", "messaging", "telemetry"], seeds: [a.url] }),
     { spanProcessors: [new SimpleSpanProcessor(spansOfB)] },
@@ -57,6 +62,9 @@ afterAll(async () => {
   await b?.close();
   await a?.close();
 });
+
+const protocolOf = (protocol: ProtocolName) =>
+  protocol.startsWith("gRPC-Web") ? "grpc-web" : protocol.startsWith("gRPC") ? "grpc" : "connect";
 
 const address = (execution: string) => ({
   kind: { case: "text" as const, value: `${execution}:flow1:PROCESS:main:step1:json` },
@@ -155,17 +163,67 @@ describe("a node forwards what it does not host", () => {
       { address: address("traced") },
       { headers: { traceparent } },
     );
-    const ofTrace = () =>
-      spansOfB.getFinishedSpans().filter((s) => s.spanContext().traceId === traceId);
-    for (let i = 0; i < 50 && ofTrace().length < 3; i++)
+    const name = `${MemoryManagerService.typeName}/Exists`;
+    const ofTrace = (spans: InMemorySpanExporter) =>
+      spans.getFinishedSpans().find((s) => s.spanContext().traceId === traceId && s.name === name);
+    for (let i = 0; i < 50 && ofTrace(spansOfB) === undefined; i++)
       await new Promise((r) => setTimeout(r, 20));
-    // A's forwarding call (grpc-js, instrumented) is the parent of B's server span.
-    const hop = ofTrace().find((s) => s.name === `grpc.${MemoryManagerService.typeName}/Exists`);
-    const served = ofTrace().find((s) => s.name === `${MemoryManagerService.typeName}/Exists`);
-    expect(hop?.kind).toBe(SpanKind.CLIENT);
+    // A's span of the relayed call is the parent of B's.
+    const hop = ofTrace(spansOfA);
+    const served = ofTrace(spansOfB);
+    expect(hop?.kind).toBe(SpanKind.SERVER);
+    expect(hop?.attributes["fo.forwarded_to"]).toBe(b.url);
     expect(served?.kind).toBe(SpanKind.SERVER);
     expect(served?.parentSpanContext?.spanId).toBe(hop?.spanContext().spanId);
   });
+
+  it.each(protocolNames)(
+    "relays %s: answers, errors with their detail, streams",
+    async (protocol) => {
+      const memory = clientFor(MemoryManagerService, protocol, a.url);
+      const execution = `e-${randomUUID().slice(0, 8)}`;
+      await memory.allocate({ address: address(execution), owner: "step1" });
+      await memory.write({
+        address: address(execution),
+        owner: "step1",
+        data: new TextEncoder().encode("{}"),
+      });
+      expect(
+        new TextDecoder().decode((await memory.read({ address: address(execution) })).data),
+      ).toBe("{}");
+      const missing = await failureOf(memory.read({ address: address(`${execution}-missing`) }));
+      expect(missing.code).toBe(Code.NotFound);
+      expect(missing.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.NOT_FOUND");
+      // A stream: what was written shows up in the watch, then the caller leaves.
+      const abort = new AbortController();
+      const events = memory.watchMemory({ executionId: execution }, { signal: abort.signal });
+      const first = events[Symbol.asyncIterator]().next();
+      await memory.write({
+        address: address(execution),
+        owner: "step1",
+        data: new TextEncoder().encode("[]"),
+      });
+      expect((await first).done).toBe(false);
+      abort.abort();
+      // A stream refused at its start ends with the node's error.
+      const refused = await failureOf(
+        (async () => {
+          for await (const _ of memory.watchMemory({ executionId: "bad:id" })) break;
+        })(),
+      );
+      expect(refused.code).toBe(Code.InvalidArgument);
+      // A recorded each relayed call with the status code B answered.
+      const codes = spansOfA
+        .getFinishedSpans()
+        .filter(
+          (s) =>
+            s.attributes["fo.rpc.protocol"] === protocolOf(protocol) &&
+            s.attributes["fo.forwarded_to"] === b.url,
+        )
+        .map((s) => `${s.attributes["rpc.method"]}:${s.attributes["rpc.grpc.status_code"]}`);
+      expect(codes).toEqual(expect.arrayContaining(["Read:0", "Read:5", "WatchMemory:3"]));
+    },
+  );
 
   it("reports a forwarded service SERVING only while a node hosting it is known", async () => {
     const health = (url: string, service: string) =>
