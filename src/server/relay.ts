@@ -416,9 +416,10 @@ export const makeRelay = (options: RelayOptions): Relay => {
       if (finished) return;
       const headers = { ...base };
       if (deadline !== undefined) {
-        const left = Math.max(1, deadline - Date.now());
+        // Whole milliseconds; gRPC allows 8 digits, beyond that whole seconds.
+        const left = Math.max(1, Math.floor(deadline - Date.now()));
         if (kind.protocol === "connect") headers["connect-timeout-ms"] = String(left);
-        else headers["grpc-timeout"] = `${left}m`;
+        else headers["grpc-timeout"] = left < 1e8 ? `${left}m` : `${Math.floor(left / 1000)}S`;
       }
       const session = sessionFor(target);
       let stream: http2.ClientHttp2Stream;

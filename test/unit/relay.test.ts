@@ -74,6 +74,12 @@ const startUpstream = async (): Promise<Upstream> => {
       if (upstream.behaviour !== "answer") return;
       // Exists answers that it does; any other method its empty response.
       const message = headers[":path"] === EXISTS ? exists : new Uint8Array();
+      if (headers["content-type"] === "application/proto") {
+        // Connect unary: the message alone.
+        stream.respond({ ":status": 200, "content-type": "application/proto" });
+        stream.end(message);
+        return;
+      }
       const frame = Buffer.alloc(5 + message.length);
       frame.writeUInt32BE(message.length, 1);
       frame.set(message, 5);
@@ -194,6 +200,23 @@ describe("the relay", () => {
     const timeout = /^(\d+)m$/.exec(String(call?.headers["grpc-timeout"]));
     expect(Number(timeout?.[1])).toBeGreaterThan(4000);
     expect(Number(timeout?.[1])).toBeLessThanOrEqual(5000);
+  });
+
+  it("sends the deadline on in whole units, whatever unit the caller used", async () => {
+    await setup();
+    // 2.5 s in microseconds, as grpc-go sends it; and more than gRPC's 8 digits of milliseconds.
+    await memory().exists({ address }, { headers: { "grpc-timeout": "2500000u" } });
+    const ms = (value: unknown) => Number(/^(\d+)m?$/.exec(String(value))?.[1]);
+    expect(ms(upstream.seen[0]?.headers["grpc-timeout"])).toBeGreaterThan(2000);
+    expect(ms(upstream.seen[0]?.headers["grpc-timeout"])).toBeLessThanOrEqual(2500);
+    await memory().exists({ address }, { headers: { "grpc-timeout": "30H" } });
+    expect(String(upstream.seen[1]?.headers["grpc-timeout"])).toMatch(/^10(7999|8000)S$/);
+    await memory("Connect over HTTP/1.1").exists(
+      { address },
+      { headers: { "connect-timeout-ms": "2500" } },
+    );
+    expect(ms(upstream.seen[2]?.headers["connect-timeout-ms"])).toBeGreaterThan(2000);
+    expect(ms(upstream.seen[2]?.headers["connect-timeout-ms"])).toBeLessThanOrEqual(2500);
   });
 
   it("passes on who the caller is, never a principal the caller named itself", async () => {
