@@ -1,7 +1,9 @@
 /**
  * Go interop: the `go test` program in test/interop/go calls every service
- * through grpc-go and connect-go against a mesh on embedded backends, and
- * the README's Go section runs as written.
+ * through grpc-go and connect-go against a mesh on embedded backends, then
+ * again through node A of a split deployment, which relays the calls for
+ * the services it does not host to node B; and the README's Go section runs
+ * as written.
  *
  * The protoc plugins are built once into the git-ignored `.cache/tools/bin`
  * (test/interop/go-tools.ts); the stubs are generated from proto/ on every
@@ -11,9 +13,15 @@
 import { readFileSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import { Option } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { defaultConfig } from "../../src/config.js";
 import { repoRoot } from "../infra/process.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
+import { poll } from "../support/poll.js";
 import { ensureGoTool, exec, goTools, type Output, outputTail, toolsEnv } from "./go-tools.js";
 
 const moduleDir = join(repoRoot, "test/interop/go");
@@ -45,13 +53,22 @@ interface TestResult {
   output: string;
 }
 
+/** One `go test` run against one mesh URL. */
+interface GoRun {
+  output?: Output;
+  /** What `go test -v` would have printed: the Output of every JSON event, then stderr. */
+  transcript: string;
+  readonly results: Map<string, TestResult>;
+}
+
 let mesh: TestMesh | undefined;
+/** A split deployment: A hosts DataStore (the registry) and relays the rest to B. */
+let nodeA: TestMesh | undefined;
+let nodeB: TestMesh | undefined;
 let provisionMs = 0;
 let built = true;
-let goTest: Output | undefined;
-/** What `go test -v` would have printed: the Output of every JSON event, then stderr. */
-let transcript = "";
-const results = new Map<string, TestResult>();
+const single: GoRun = { transcript: "", results: new Map() };
+const relayed: GoRun = { transcript: "", results: new Map() };
 let setupFailure: Error | undefined;
 
 /**
@@ -81,26 +98,45 @@ const setUp = async () => {
   provisionMs = Date.now() - started;
   await generate();
   mesh = await startMesh();
-  goTest = await exec("go", ["test", "-json", "-count=1", "-timeout=300s", "./..."], {
-    cwd: moduleDir,
-    env: goRunEnv({ FO_MESH_URL: mesh.url }),
-    timeoutMs: 600_000,
+  await runGoTests(mesh.url, single);
+  const lease = { ...defaultConfig().mesh, lease: "2 seconds" as never };
+  nodeA = await startMesh({
+    mesh: { ...lease, services: ["datastore"], register: Option.some(true) },
   });
-  for (const line of goTest.stdout.split("\n")) {
-    if (!line.startsWith("{")) continue;
-    const event = JSON.parse(line) as GoEvent;
-    transcript += event.Output ?? "";
-    if (event.Test === undefined) continue;
-    const result = results.get(event.Test) ?? { action: "run", output: "" };
-    if (event.Action === "output") result.output += event.Output ?? "";
-    else if (["pass", "fail", "skip"].includes(event.Action)) result.action = event.Action;
-    results.set(event.Test, result);
-  }
-  transcript += goTest.stderr;
+  nodeB = await startMesh({
+    mesh: { ...lease, services: ["memory", "messaging", "telemetry"], seeds: [nodeA.url] },
+  });
+  const viaA = createClient(MemoryManagerService, createGrpcTransport({ baseUrl: nodeA.url }));
+  await poll("node A relaying MemoryManager calls to node B", () =>
+    viaA.listAddresses({}, { timeoutMs: 1000 }).then(
+      () => true,
+      () => undefined,
+    ),
+  );
+  await runGoTests(nodeA.url, relayed);
 };
 
-const transcriptTail = () =>
-  outputTail({ code: goTest?.code ?? null, stdout: transcript, stderr: "" });
+const runGoTests = async (url: string, run: GoRun) => {
+  run.output = await exec("go", ["test", "-json", "-count=1", "-timeout=300s", "./..."], {
+    cwd: moduleDir,
+    env: goRunEnv({ FO_MESH_URL: url }),
+    timeoutMs: 600_000,
+  });
+  for (const line of run.output.stdout.split("\n")) {
+    if (!line.startsWith("{")) continue;
+    const event = JSON.parse(line) as GoEvent;
+    run.transcript += event.Output ?? "";
+    if (event.Test === undefined) continue;
+    const result = run.results.get(event.Test) ?? { action: "run", output: "" };
+    if (event.Action === "output") result.output += event.Output ?? "";
+    else if (["pass", "fail", "skip"].includes(event.Action)) result.action = event.Action;
+    run.results.set(event.Test, result);
+  }
+  run.transcript += run.output.stderr;
+};
+
+const transcriptTail = (run: GoRun) =>
+  outputTail({ code: run.output?.code ?? null, stdout: run.transcript, stderr: "" });
 
 beforeAll(async () => {
   await setUp().catch((e: unknown) => {
@@ -110,16 +146,21 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await mesh?.close();
+  await nodeB?.close();
+  await nodeA?.close();
   await rm(readmeDir, { recursive: true, force: true });
 });
 
-describe("Go clients (test/interop/go, grpc-go and connect-go)", () => {
+describe.each([
+  ["a mesh", single],
+  ["node A, relaying to node B", relayed],
+])("Go clients (test/interop/go, grpc-go and connect-go) against %s", (_, run) => {
   it.each(expectedTests)("%s", (name) => {
     ready();
-    const result = results.get(name);
+    const result = run.results.get(name);
     const verdict =
       result === undefined
-        ? `did not run; go test exit ${goTest?.code}, output ends:\n${transcriptTail()}`
+        ? `did not run; go test exit ${run.output?.code}, output ends:\n${transcriptTail(run)}`
         : result.action === "pass"
           ? "pass"
           : `${result.action}:\n${result.output}`;
@@ -128,10 +169,12 @@ describe("Go clients (test/interop/go, grpc-go and connect-go)", () => {
 
   it("go test ran exactly those tests and exited 0", () => {
     ready();
-    expect([...results.keys()].sort(), transcriptTail()).toEqual([...expectedTests].sort());
-    expect(goTest?.code, transcriptTail()).toBe(0);
+    expect([...run.results.keys()].sort(), transcriptTail(run)).toEqual([...expectedTests].sort());
+    expect(run.output?.code, transcriptTail(run)).toBe(0);
   });
+});
 
+describe("the Go module", () => {
   it("the Go sources are gofmt-clean", async () => {
     ready();
     const out = await exec("gofmt", ["-l", "mesh_test.go"], { cwd: moduleDir });
