@@ -29,7 +29,7 @@ import { MessageBus } from "./messaging/MessageBus.js";
 import { MessageBusLive } from "./messaging/service.js";
 import { HealthRegistry, healthFromPing } from "./server/health.js";
 import { MeshServerLive } from "./server/server.js";
-import { tlsOptions } from "./server/tls.js";
+import { peerTls } from "./server/tls.js";
 import { otelLogs } from "./telemetry/logs.js";
 import { Telemetry, type TelemetryOptions, telemetryLayer } from "./telemetry/pipeline.js";
 import { TelemetryServiceLive } from "./telemetry/service.js";
@@ -47,14 +47,13 @@ const forwardingClient = (config: MeshConfigShape) =>
     Effect.gen(function* () {
       const telemetry = yield* Telemetry;
       const local = yield* Effect.serviceOption(DataStore);
-      // Over TLS, a node trusts the mesh's CA and shows its own certificate to its peers.
-      const tls = tlsOptions(config.security);
+
       return yield* makeMeshClient({
         seeds: config.mesh.seeds,
         transport: "grpc",
         // Its own calls (registration, the registry watch); forwarded calls carry their caller's.
         token: Option.getOrUndefined(config.security.meshToken),
-        tls: tls && { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer },
+        tls: peerTls(config.security),
         tracerProvider: telemetry.tracerProvider,
         node: {
           url: Option.getOrElse(config.mesh.advertiseUrl, () => ""),

@@ -181,6 +181,10 @@ const scanFor = (flag: number, found: (data: Buffer, compressed: boolean) => voi
           head = Buffer.alloc(0);
         }
         if ((flags & flag) === 0) continue;
+        if (left === 0) {
+          found(Buffer.alloc(0), false);
+          continue;
+        }
         kept = [];
       }
       const part = chunk.subarray(at, at + left);
@@ -294,6 +298,8 @@ export const makeRelay = (options: RelayOptions): Relay => {
           );
     if (timeout.error !== undefined) return false;
     const service = method.parent.typeName;
+    const first = options.route.next(service);
+    if (first === undefined) return false;
     const streaming = method.methodKind === "server_streaming";
     let principal: string | undefined;
     let release: (() => void) | undefined;
@@ -309,11 +315,6 @@ export const makeRelay = (options: RelayOptions): Relay => {
       );
       release = options.limits.admit(service, streaming, principal ?? peerName(req.socket));
     } catch {
-      return false;
-    }
-    const first = options.route.next(service);
-    if (first === undefined) {
-      release?.();
       return false;
     }
     relay(req, res, method, kind, first, timeout.timeoutMs, principal, release);

@@ -24,7 +24,7 @@ import { errorInterceptor } from "./interceptors.js";
 import { makeLimits } from "./limits.js";
 import { makeRelay } from "./relay.js";
 import { type AppServices, routes, servedServices } from "./routes.js";
-import { clientCertificateName, tlsOptions } from "./tls.js";
+import { clientCertificateName, peerTls, tlsOptions } from "./tls.js";
 
 export interface MeshServerShape {
   /** The port actually bound (useful with `FO_PORT=0`). */
@@ -100,7 +100,7 @@ export const MeshServerLive = Layer.scoped(
       .filter((s) => !config.mesh.services.includes(s))
       .map((s) => serviceOf[s]);
     const client = yield* Effect.serviceOption(MeshClient);
-    const tls = tlsOptions(config.security);
+    const tls = peerTls(config.security);
     const relay =
       Option.isNone(client) || relayed.length === 0
         ? undefined
@@ -114,15 +114,7 @@ export const MeshServerLive = Layer.scoped(
                 telemetry: observe,
                 propagator: telemetry.propagator,
                 maxRequestBytes: config.maxRequestBytes,
-                ...(tls === undefined
-                  ? {}
-                  : {
-                      tls: {
-                        ca: tls.ca as Buffer,
-                        cert: tls.cert as Buffer,
-                        key: tls.key as Buffer,
-                      },
-                    }),
+                ...(tls === undefined ? {} : { tls }),
                 ...Option.match(config.security.meshToken, {
                   onNone: () => ({}),
                   onSome: (token) => ({ meshToken: Redacted.value(token) }),

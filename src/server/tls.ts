@@ -10,6 +10,7 @@ import type { SecureServerOptions } from "node:http2";
 import type { Socket } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { Option } from "effect";
+import type { ChannelTls } from "../client/channel.js";
 import type { MeshConfigShape } from "../config.js";
 
 const read = (name: string, file: string) => {
@@ -30,6 +31,15 @@ export const tlsOptions = (
     key: read("FO_TLS_KEY", security.tlsKey.value),
     ...(Option.isSome(ca) ? { ca: ca.value, requestCert: true, rejectUnauthorized: true } : {}),
   };
+};
+
+/**
+ * How this node calls its peers over TLS: it trusts the mesh's CA
+ * (FO_TLS_CLIENT_CA) and shows its own certificate.
+ */
+export const peerTls = (security: MeshConfigShape["security"]): ChannelTls | undefined => {
+  const tls = tlsOptions(security);
+  return tls && { ca: tls.ca as Buffer, cert: tls.cert as Buffer, key: tls.key as Buffer };
 };
 
 /** Subject CN of a verified client certificate, if the connection has one. */

@@ -38,17 +38,13 @@ export const OK = 0;
 
 export type Protocol = "grpc" | "grpc-web" | "connect";
 
-/** `grpc`, `grpc-web` or `connect`, from a request's content type. */
-export const protocolOfType = (type: string): Protocol =>
-  type.startsWith("application/grpc-web")
-    ? "grpc-web"
-    : type.startsWith("application/grpc")
-      ? "grpc"
-      : "connect";
-
-/** `grpc`, `grpc-web` or `connect`, from the request's headers. */
-export const protocolOf = (headers: Headers): Protocol =>
-  protocolOfType(headers.get("content-type") ?? "");
+/** `grpc`, `grpc-web` or `connect`, from the request's content type. */
+export const protocolOf = (headers: Headers): Protocol => {
+  const type = headers.get("content-type") ?? "";
+  if (type.startsWith("application/grpc-web")) return "grpc-web";
+  if (type.startsWith("application/grpc")) return "grpc";
+  return "connect";
+};
 
 /** One observed call: its span, and `finish` to call once with how it ended. */
 export interface ObservedCall {
