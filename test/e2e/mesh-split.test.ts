@@ -14,7 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { ServiceStatus } from "../../gen/floworchestrator/datastore/v1/service_registry_pb.js";
-import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import {
+  MemoryManagerService,
+  WatchMemoryResponse_Type as WatchType,
+} from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
@@ -194,16 +197,18 @@ describe("a node forwards what it does not host", () => {
       const missing = await failureOf(memory.read({ address: address(`${execution}-missing`) }));
       expect(missing.code).toBe(Code.NotFound);
       expect(missing.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.NOT_FOUND");
-      // A stream: what was written shows up in the watch, then the caller leaves.
+      // A stream: it opens, what is written then shows up in it, and the caller leaves.
       const abort = new AbortController();
-      const events = memory.watchMemory({ executionId: execution }, { signal: abort.signal });
-      const first = events[Symbol.asyncIterator]().next();
+      const events = memory
+        .watchMemory({ executionId: execution }, { signal: abort.signal })
+        [Symbol.asyncIterator]();
+      expect((await events.next()).value?.type).toBe(WatchType.STARTED);
       await memory.write({
         address: address(execution),
         owner: "step1",
         data: new TextEncoder().encode("[]"),
       });
-      expect((await first).done).toBe(false);
+      expect((await events.next()).value?.type).toBe(WatchType.WRITTEN);
       abort.abort();
       // A stream refused at its start ends with the node's error.
       const refused = await failureOf(
