@@ -194,6 +194,11 @@ describe("a node forwards what it does not host", () => {
       expect(
         new TextDecoder().decode((await memory.read({ address: address(execution) })).data),
       ).toBe("{}");
+      // Large enough to cross the flow-control windows of both hops, both ways.
+      const large = randomBytes(3 * 1024 * 1024);
+      await memory.write({ address: address(execution), owner: "step1", data: large });
+      const back = (await memory.read({ address: address(execution) })).data;
+      expect(Buffer.from(back).equals(large)).toBe(true);
       const missing = await failureOf(memory.read({ address: address(`${execution}-missing`) }));
       expect(missing.code).toBe(Code.NotFound);
       expect(missing.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.NOT_FOUND");
