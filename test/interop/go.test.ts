@@ -18,6 +18,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Option } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
 import { defaultConfig } from "../../src/config.js";
 import { repoRoot } from "../infra/process.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
@@ -106,12 +107,20 @@ const setUp = async () => {
   nodeB = await startMesh({
     mesh: { ...lease, services: ["memory", "messaging", "telemetry"], seeds: [nodeA.url] },
   });
-  const viaA = createClient(MemoryManagerService, createGrpcTransport({ baseUrl: nodeA.url }));
+  const transport = createGrpcTransport({ baseUrl: nodeA.url });
+  const viaA = createClient(MemoryManagerService, transport);
   await poll("node A relaying MemoryManager calls to node B", () =>
     viaA.listAddresses({}, { timeoutMs: 1000 }).then(
       () => true,
       () => undefined,
     ),
+  );
+  // A's health checks (every 2 s) see B too: its overall status is what TestGRPCHealth checks.
+  const health = createClient(Health, transport);
+  await poll("node A SERVING overall", async () =>
+    (await health.check({ service: "" })).status === HealthCheckResponse_ServingStatus.SERVING
+      ? true
+      : undefined,
   );
   await runGoTests(nodeA.url, relayed);
 };
