@@ -9,6 +9,8 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -112,3 +114,23 @@ export const startRelay = (upstream: string) =>
   spawnServer("node:http2 relay", ["--import", "tsx", "bench/relay.ts"], {
     RELAY_UPSTREAM: upstream,
   });
+
+/** An OTLP/HTTP endpoint in the bench process that accepts every export and drops it. */
+export const startOtlpSink = async () => {
+  let exports = 0;
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => {
+      exports++;
+      res.writeHead(200, { "content-type": "application/x-protobuf" });
+      res.end();
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    /** Export requests received so far. */
+    exports: () => exports,
+    close: () => server.close(),
+  };
+};

@@ -11,27 +11,16 @@
  *
  *   npx tsx bench/tracing-cost.ts
  */
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { Layer, ManagedRuntime, Option } from "effect";
 import { defaultConfig, MeshConfig } from "../src/config.js";
 import { Telemetry, telemetryLayer } from "../src/telemetry/pipeline.js";
 import { rpcTelemetry } from "../src/telemetry/rpc.js";
+import { startOtlpSink } from "./servers.js";
 
 const CALLS = 100_000;
 const ROUNDS = 5;
 
-let exports = 0;
-const sink = createServer((req, res) => {
-  req.resume();
-  req.on("end", () => {
-    exports++;
-    res.writeHead(200, { "content-type": "application/x-protobuf" });
-    res.end();
-  });
-});
-await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
-const endpoint = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+const sink = await startOtlpSink();
 
 /** A pipeline as the mesh builds it; the SDK reads its sampler from the environment. */
 const pipeline = async (tracing: boolean) => {
@@ -44,7 +33,7 @@ const pipeline = async (tracing: boolean) => {
           ...config,
           telemetry: {
             ...config.telemetry,
-            otlpEndpoint: tracing ? Option.some(endpoint) : Option.none(),
+            otlpEndpoint: tracing ? Option.some(sink.url) : Option.none(),
           },
         }),
       ),
@@ -87,7 +76,7 @@ console.log(
   `tracing off: ${show(results.off)} µs per call (median ${median(results.off).toFixed(1)})`,
 );
 console.log(
-  `tracing adds ${(median(results.on) - median(results.off)).toFixed(1)} µs per call, export included (${exports} OTLP requests received)`,
+  `tracing adds ${(median(results.on) - median(results.off)).toFixed(1)} µs per call, export included (${sink.exports()} OTLP requests received)`,
 );
 await Promise.all([on.runtime.dispose(), off.runtime.dispose()]);
 sink.close();

@@ -5,11 +5,9 @@
  * (`always_off` sampler, no exporter). h2load / ghz, the latency phase at half
  * the untraced mesh's throughput.
  */
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { comparePair, type PairGroup } from "./harness.js";
-import { startMesh } from "./servers.js";
+import { startMesh, startOtlpSink } from "./servers.js";
 import { grpcCall, grpcSide } from "./tools.js";
 
 export const tracing: PairGroup = {
@@ -17,21 +15,11 @@ export const tracing: PairGroup = {
   title: "Tracing",
   infra: false,
   run: async ({ profileDir }) => {
-    let exports = 0;
-    const sink = createServer((req, res) => {
-      req.resume();
-      req.on("end", () => {
-        exports++;
-        res.writeHead(200, { "content-type": "application/x-protobuf" });
-        res.end();
-      });
-    });
-    await new Promise<void>((resolve) => sink.listen(0, "127.0.0.1", resolve));
-    const endpoint = `http://127.0.0.1:${(sink.address() as AddressInfo).port}`;
+    const sink = await startOtlpSink();
     const [traced, untraced] = await Promise.all([
       startMesh(
         {
-          OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+          OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
           OTEL_TRACES_SAMPLER: "always_on",
           // Metrics and logs export rarely: what is measured is the spans.
           OTEL_METRIC_EXPORT_INTERVAL: "60000",
@@ -53,7 +41,7 @@ export const tracing: PairGroup = {
           name: "Tracing: on (100 %, OTLP) vs off",
           result,
           target: { minRatio: 0.9, maxAddedP50: 0.02 },
-          note: `Health/Check over gRPC; the traced mesh exported to a local OTLP/HTTP sink (${exports.toLocaleString("en-US")} export requests received), so the cost includes encoding and sending the spans.`,
+          note: `Health/Check over gRPC; the traced mesh exported to a local OTLP/HTTP sink (${sink.exports().toLocaleString("en-US")} export requests received), so the cost includes encoding and sending the spans.`,
         },
       ];
     } finally {
