@@ -30,7 +30,6 @@ import {
 } from "./harness.js";
 
 const KIND = "faultprobe";
-const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("FerretDB killed under load", () => {
   it.scopedLive(

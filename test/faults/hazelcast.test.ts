@@ -25,7 +25,6 @@ import { checkFault, holdStream, type Op, report, runFault, startMesh, until } f
 
 const EXECUTION = "EXEC-faults";
 const OWNER = "fault-step";
-const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const text = (address: string) => ({ kind: { case: "text" as const, value: address } });
 
 describe("Hazelcast killed under load", () => {

@@ -31,7 +31,6 @@ import {
 } from "./harness.js";
 
 const TYPE = "FaultTick";
-const _sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe("Kafka killed under load", () => {
   it.scopedLive(
