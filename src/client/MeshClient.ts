@@ -33,10 +33,13 @@ import { type ClientOf, makeServiceClient } from "./service-client.js";
  * Between attempts of a call that found its node UNAVAILABLE: 50 ms, then
  * doubling with jitter, four retries at most (about 0.75 s in all) — long
  * enough to reach another node, short enough to fail fast when all are down.
+ * (The relay, server/relay.ts, waits the same way.)
  */
+export const RETRY_BACKOFF = { firstMs: 50, retries: 4 } as const;
+
 export const retryUnavailable: Schedule.Schedule<unknown, MeshError> = Schedule.exponential(
-  "50 millis",
-).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(4)));
+  Duration.millis(RETRY_BACKOFF.firstMs),
+).pipe(Schedule.jittered, Schedule.intersect(Schedule.recurs(RETRY_BACKOFF.retries)));
 
 export interface MeshClientOptions {
   /** Mesh node URLs to start from, e.g. `["http://127.0.0.1:8080"]`. */

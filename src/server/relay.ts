@@ -30,7 +30,6 @@ import type http from "node:http";
 import http2 from "node:http2";
 import { gunzipSync } from "node:zlib";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
-import { MethodOptions_IdempotencyLevel as Idempotency } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   codeFromHttpStatus,
@@ -62,7 +61,9 @@ import {
   trace,
 } from "@opentelemetry/api";
 import type { ChannelTls } from "../client/channel.js";
+import { RETRY_BACKOFF } from "../client/MeshClient.js";
 import type { RegistryRouter } from "../client/router.js";
+import { isRetryable } from "../client/service-client.js";
 import { FORWARDED_PRINCIPAL, peerName } from "../common/caller.js";
 import { DeadlineExceeded, Unavailable } from "../common/errors.js";
 import { OK, type Protocol, type RpcTelemetry } from "../telemetry/rpc.js";
@@ -97,10 +98,6 @@ export interface Relay {
   /** Ends every call still relayed and closes the connections to other nodes. */
   readonly close: () => void;
 }
-
-/** How often a call that could not reach a node is sent again, and the first wait between. */
-const RETRIES = 4;
-const FIRST_BACKOFF_MS = 50;
 
 /** Connection-specific headers (RFC 9113 §8.2.2) stay on their hop. */
 const HOP_BY_HOP = new Set([
@@ -334,9 +331,7 @@ export const makeRelay = (options: RelayOptions): Relay => {
     const service = method.parent.typeName;
     const type = req.headers["content-type"] ?? "";
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
-    const retryable =
-      method.idempotency === Idempotency.NO_SIDE_EFFECTS ||
-      method.idempotency === Idempotency.IDEMPOTENT;
+    const retryable = isRetryable(method);
     const observed = options.telemetry.start(
       service,
       method.name,
@@ -451,10 +446,11 @@ export const makeRelay = (options: RelayOptions): Relay => {
     const unreachable = (body: Buffer, attempt: number, reached: boolean) => {
       options.route.down(target);
       const next = options.route.next(service);
-      const wait = FIRST_BACKOFF_MS * 2 ** attempt * (0.5 + Math.random());
+      // The client's backoff: doubling from the first wait, jittered as Effect's Schedule.jittered.
+      const wait = RETRY_BACKOFF.firstMs * 2 ** attempt * (0.8 + 0.4 * Math.random());
       if (
         (reached && !retryable) ||
-        attempt >= RETRIES ||
+        attempt >= RETRY_BACKOFF.retries ||
         next === undefined ||
         (deadline !== undefined && Date.now() + wait >= deadline)
       ) {
