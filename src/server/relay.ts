@@ -66,7 +66,7 @@ import type { RegistryRouter } from "../client/router.js";
 import { isRetryable } from "../client/service-client.js";
 import { FORWARDED_PRINCIPAL, peerName } from "../common/caller.js";
 import { DeadlineExceeded, Unavailable } from "../common/errors.js";
-import { OK, type Protocol, type RpcTelemetry } from "../telemetry/rpc.js";
+import { OK, type Protocol, type RpcTelemetry, whenClosed } from "../telemetry/rpc.js";
 import type { Authenticate } from "./auth.js";
 import { meshErrorToConnect } from "./errors.js";
 import { type Handler, SESSION_WINDOW, STREAM_WINDOW } from "./http.js";
@@ -339,6 +339,7 @@ export const makeRelay = (options: RelayOptions): Relay => {
       req.headers,
       headerGetter,
     );
+    const sent = whenClosed(res);
 
     const base = pass(req.headers, REPLACED);
     base[":method"] = req.method ?? "POST";
@@ -367,8 +368,11 @@ export const makeRelay = (options: RelayOptions): Relay => {
       clearTimeout(deadlineTimer);
       active.delete(shutdown);
       release?.();
-      observed.span.setAttribute("fo.forwarded_to", target);
-      observed.finish(code, message);
+      // Once the answer is out (see rpc.ts): the span's work is not put in front of it.
+      sent(() => {
+        observed.span.setAttribute("fo.forwarded_to", target);
+        observed.finish(code, message);
+      });
     };
     /** Ends the call here: the error in the caller's protocol, or a reset if the answer began. */
     const fail = (error: ConnectError) => {

@@ -12,7 +12,7 @@ import { peerKey, peerName } from "../common/caller.js";
 import { hostedServices, MeshConfig } from "../config.js";
 import { serviceOf } from "../mesh/services.js";
 import { Telemetry } from "../telemetry/pipeline.js";
-import { rpcTelemetry } from "../telemetry/rpc.js";
+import { responseSentKey, rpcTelemetry, whenClosed } from "../telemetry/rpc.js";
 import { authenticator, authInterceptor, certificateKey, loadTokens } from "./auth.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { consoleEndpoint } from "./console.js";
@@ -68,12 +68,17 @@ export const MeshServerLive = Layer.scoped(
       rate: config.security.rateLimit,
       maxStreams: config.security.maxStreamsPerClient,
     });
+    // Connect gives `contextValues` the request only; the telemetry needs its response.
+    const responses = new WeakMap<object, Parameters<Handler>[1]>();
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),
-      contextValues: (req) =>
-        createContextValues()
+      contextValues: (req) => {
+        const values = createContextValues()
           .set(peerKey, peerName(req.socket))
-          .set(certificateKey, clientCertificateName(req.socket)),
+          .set(certificateKey, clientCertificateName(req.socket));
+        const res = responses.get(req);
+        return res === undefined ? values : values.set(responseSentKey, whenClosed(res));
+      },
       // Outermost first: telemetry sees the final status of every call, including refusals.
       interceptors: [
         observe.interceptor,
@@ -135,6 +140,7 @@ export const MeshServerLive = Layer.scoped(
       }
       if (req.method === "GET" && (plain(req, res) || webConsole(req, res))) return;
       if (relay?.handle(req, res)) return;
+      responses.set(req, res);
       connect(req, res);
     };
 

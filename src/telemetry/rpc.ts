@@ -9,6 +9,14 @@
  *
  * The span is put in the call's context values (`rpcSpanKey`) so the bridge
  * can tag log lines with its trace and span ids.
+ *
+ * The span and the duration end once the response has been sent (the Node
+ * response's `close`, given to the interceptor in `responseSentKey`), not
+ * when the handler returns: the time to encode and write the answer belongs
+ * to the call, and ending the span (and handing it to the batch processor)
+ * before that would put the work in front of the answer. Node flushes an
+ * HTTP/2 response from a native immediate, so even `setImmediate` would
+ * still run first.
  */
 
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
@@ -27,6 +35,33 @@ import type { TelemetryShape } from "./pipeline.js";
 export const rpcSpanKey = createContextKey<Span | undefined>(undefined, {
   description: "the server span of the call",
 });
+
+/**
+ * Runs a function once the call's response has been sent or abandoned: set
+ * per request by the server (`whenClosed`). Without it the call is
+ * finished as soon as the handler is done.
+ */
+export const responseSentKey = createContextKey<((f: () => void) => void) | undefined>(undefined, {
+  description: "runs a function once the call's response has been sent",
+});
+
+/**
+ * For `responseSentKey`: the Node response's `close` event, emitted once the
+ * response has been sent or the stream was abandoned. Holds one function; a
+ * function given after `close` runs at once.
+ */
+export const whenClosed = (res: { once(event: "close", listener: () => void): unknown }) => {
+  let closed = false;
+  let pending: (() => void) | undefined;
+  res.once("close", () => {
+    closed = true;
+    pending?.();
+  });
+  return (f: () => void) => {
+    if (closed) f();
+    else pending = f;
+  };
+};
 
 const headerGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
@@ -68,7 +103,7 @@ export interface RpcTelemetry {
 
 export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
   const duration = telemetry.meter.createHistogram("rpc.server.duration", {
-    description: "Duration of RPCs handled by the mesh, to the last response message",
+    description: "Duration of RPCs handled by the mesh, until the response has been sent",
     unit: "ms",
     // Sub-millisecond resolution: most mesh calls take well under 5 ms.
     advice: {
@@ -127,12 +162,13 @@ export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
         headerGetter,
       );
       req.contextValues.set(rpcSpanKey, call.span);
+      const sent = req.contextValues.get(responseSentKey) ?? ((f: () => void) => f());
       return onEnd(
         () => next(req),
         (error) => {
-          if (error === undefined) return call.finish(OK);
+          if (error === undefined) return sent(() => call.finish(OK));
           const e = ConnectError.from(error);
-          call.finish(e.code, e.rawMessage);
+          sent(() => call.finish(e.code, e.rawMessage));
         },
       );
     },
