@@ -309,6 +309,18 @@ const measure = async (side: Side, run: () => Promise<Sample>) => {
   return { sample, cpu };
 };
 
+/**
+ * A latency phase that loads both sides at once from one generator, its
+ * calls alternating between them (bench/tools.ts `pairedGrpcLatency`), for
+ * a difference smaller than what drifts between rounds run one after the
+ * other. `round` says which side's call goes first.
+ */
+export type PairedLatency = (
+  rps: number,
+  seconds: number,
+  round: number,
+) => Promise<{ readonly a: Sample; readonly b: Sample }>;
+
 const placeholder: SideResult = {
   label: "",
   tool: "",
@@ -318,13 +330,16 @@ const placeholder: SideResult = {
 /**
  * Warms both sides up, runs their throughput phase interleaved, then (when
  * both sides have one) their latency phase at a fixed rate derived from the
- * measured throughputs, interleaved too.
+ * measured throughputs, interleaved too; or, with `paired`, both sides at
+ * once, half the rate each, over an even number of rounds so each side goes
+ * first equally often.
  */
 export const comparePair = async (
   name: string,
   a: Side,
   b: Side,
   rule: RateRule = "min",
+  paired?: PairedLatency,
 ): Promise<PairResult> => {
   if (profiling.pair !== undefined) {
     // Only side A of the pair being profiled runs, long enough for a profile.
@@ -373,10 +388,17 @@ export const comparePair = async (
         `  ${name}: ${requestedRps}/s queues; the latency phase runs at ${latencyRps}/s`,
       );
     lat = { a: [], b: [] };
-    for (let round = 0; round < settings.rounds; round++) {
-      lat.a.push(await a.latency(latencyRps, settings.seconds));
-      lat.b.push(await b.latency(latencyRps, settings.seconds));
-    }
+    if (paired === undefined)
+      for (let round = 0; round < settings.rounds; round++) {
+        lat.a.push(await a.latency(latencyRps, settings.seconds));
+        lat.b.push(await b.latency(latencyRps, settings.seconds));
+      }
+    else
+      for (let round = 0; round < 2 * Math.ceil(settings.rounds / 2); round++) {
+        const both = await paired(latencyRps, settings.seconds, round);
+        lat.a.push(both.a);
+        lat.b.push(both.b);
+      }
     latency.a = summarize(lat.a);
     latency.b = summarize(lat.b);
     console.error(

@@ -11,8 +11,11 @@
  *   per-response events, since its histogram keeps whole milliseconds only.
  * - Driver-call pairs: the in-process Node load of bench/harness.ts.
  */
+import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type ClientHttp2Session, connect } from "node:http2";
 import { createRequire } from "node:module";
+import { cpus } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import {
@@ -27,7 +30,14 @@ import autocannon from "autocannon";
 import { ensureH2load } from "../test/infra/h2load.js";
 import { repoRoot } from "../test/infra/process.js";
 import { ensureGoTool, exec, goTools, outputTail } from "../test/interop/go-tools.js";
-import { closedLoop, openLoop, type Sample, type Side, settings } from "./harness.js";
+import {
+  closedLoop,
+  openLoop,
+  type PairedLatency,
+  type Sample,
+  type Side,
+  settings,
+} from "./harness.js";
 import type { Server } from "./servers.js";
 
 /** Scratch files (protoset, request bodies, h2load logs): git-ignored. */
@@ -102,6 +112,7 @@ const requestFrame = (call: GrpcCall) => {
   writeFileSync(file, frame);
   return {
     file,
+    frame,
     json: toJsonString(method.input, message),
     path: `/${call.service.typeName}/${method.name}`,
     ghzCall: `${call.service.typeName}/${method.name}`,
@@ -149,6 +160,8 @@ export const grpcSide = async (opts: {
   server: Server;
   call: GrpcCall;
   pids?: ReadonlyArray<number>;
+  /** How the pair runs its latency phase, when not with ghz. */
+  tool?: string;
 }): Promise<Side> => {
   const call = requestFrame(opts.call);
   const probe = await ghz(opts.server, call, ["--total=3", "--concurrency=1"]);
@@ -159,7 +172,7 @@ export const grpcSide = async (opts: {
   const streams = 4;
   return {
     label: opts.label,
-    tool: "h2load / ghz",
+    tool: opts.tool ?? "h2load / ghz",
     pids: opts.pids ?? [opts.server.pid],
     throughput: async (seconds) => {
       const log = join(scratch, `h2load-${process.pid}.log`);
@@ -211,6 +224,91 @@ export const grpcSide = async (opts: {
         errors: ghzErrors(report),
       };
     },
+  };
+};
+
+/** Sets the CPUs every thread of `pid` may run on (`taskset`, util-linux). */
+const pin = (pid: number, cpus: string) =>
+  execFileSync("taskset", ["--all-tasks", "--pid", "--cpu-list", cpus, String(pid)], {
+    stdio: "ignore",
+  });
+
+/** One gRPC unary call over `session`, raw: resolves once its trailers say OK. */
+const rawUnary = (session: ClientHttp2Session, path: string, frame: Buffer) =>
+  new Promise<void>((resolve, reject) => {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    let status: unknown;
+    stream.on("trailers", (trailers) => {
+      status = trailers["grpc-status"];
+    });
+    stream.on("data", () => {});
+    stream.on("end", () =>
+      status === "0" ? resolve() : reject(new Error(`grpc-status ${String(status)}`)),
+    );
+    stream.on("error", reject);
+    stream.end(frame);
+  });
+
+/**
+ * The latency phase of a pair of gRPC servers loaded together
+ * (`PairedLatency`): one open loop in the bench process sends the call to
+ * A and B in turn, `rps` in all (half to each), over one HTTP/2 connection
+ * each, as raw frames (no client library in the way). While it runs, both
+ * servers share the last core, which so carries the load one server alone
+ * would at `rps`, and the bench process has the first, so neither server
+ * lands on the generator's core by chance. Whatever the machine does during
+ * the run (clock, other tenants, timer wake-ups), both sides' calls see it
+ * in the same proportion; run one after the other, rounds of the same
+ * server differ by more than the costs this pair compares.
+ */
+export const pairedGrpcLatency = (a: Server, b: Server, call: GrpcCall): PairedLatency => {
+  const { frame, path } = requestFrame(call);
+  const last = cpus().length - 1;
+  return async (rps, seconds, round) => {
+    const sides = [a, b].map((server) => ({
+      session: connect(server.url),
+      latencies: [] as number[],
+      errors: 0,
+    }));
+    // Connected before the clock starts: no call of the run pays for the handshake.
+    await Promise.all(sides.map((side) => rawUnary(side.session, path, frame)));
+    let next = round;
+    const alternate = async () => {
+      const side = sides[next++ % 2] as (typeof sides)[number];
+      const t = performance.now();
+      try {
+        await rawUnary(side.session, path, frame);
+        side.latencies.push(performance.now() - t);
+      } catch {
+        side.errors++;
+      }
+    };
+    if (last > 0) {
+      pin(a.pid, String(last));
+      pin(b.pid, String(last));
+      pin(process.pid, "0");
+    }
+    try {
+      const run = await openLoop(alternate, rps, seconds);
+      const [sa, sb] = sides.map(
+        (side): Sample => ({
+          latencies: side.latencies,
+          count: side.latencies.length,
+          seconds: run.seconds,
+          // Calls the loop could not issue (too many in flight) count against both.
+          errors: side.errors + run.errors,
+        }),
+      ) as [Sample, Sample];
+      return { a: sa, b: sb };
+    } finally {
+      for (const side of sides) side.session.close();
+      if (last > 0) for (const pid of [a.pid, b.pid, process.pid]) pin(pid, `0-${last}`);
+    }
   };
 };
 
