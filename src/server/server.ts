@@ -68,7 +68,9 @@ export const MeshServerLive = Layer.scoped(
       rate: config.security.rateLimit,
       maxStreams: config.security.maxStreamsPerClient,
     });
-    // Connect gives `contextValues` the request only; the telemetry needs its response.
+    // Connect gives `contextValues` the request only; the telemetry needs its response. Each
+    // entry is deleted once read: a WeakMap's entries otherwise keep the request and response
+    // alive until a full GC, and the heap grew to twice its size under load.
     const responses = new WeakMap<object, Parameters<Handler>[1]>();
     const connect = connectNodeAdapter({
       routes: routes(makeBridge(runtime, shutdown.signal)),
@@ -77,6 +79,7 @@ export const MeshServerLive = Layer.scoped(
           .set(peerKey, peerName(req.socket))
           .set(certificateKey, clientCertificateName(req.socket));
         const res = responses.get(req);
+        responses.delete(req);
         return res === undefined ? values : values.set(responseSentKey, whenClosed(res));
       },
       // Outermost first: telemetry sees the final status of every call, including refusals.
@@ -142,6 +145,7 @@ export const MeshServerLive = Layer.scoped(
       if (relay?.handle(req, res)) return;
       responses.set(req, res);
       connect(req, res);
+      responses.delete(req); // a path Connect does not serve never reads it
     };
 
     // Services whose backend check already reported keep that status.
