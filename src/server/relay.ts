@@ -66,7 +66,7 @@ import type { RegistryRouter } from "../client/router.js";
 import { isRetryable } from "../client/service-client.js";
 import { FORWARDED_PRINCIPAL, peerName } from "../common/caller.js";
 import { DeadlineExceeded, Unavailable } from "../common/errors.js";
-import { OK, type Protocol, type RpcTelemetry, whenClosed } from "../telemetry/rpc.js";
+import { OK, type Protocol, type RpcTelemetry } from "../telemetry/rpc.js";
 import type { Authenticate } from "./auth.js";
 import { meshErrorToConnect } from "./errors.js";
 import { type Handler, SESSION_WINDOW, STREAM_WINDOW } from "./http.js";
@@ -339,7 +339,6 @@ export const makeRelay = (options: RelayOptions): Relay => {
       req.headers,
       headerGetter,
     );
-    const sent = whenClosed(res);
 
     const base = pass(req.headers, REPLACED);
     base[":method"] = req.method ?? "POST";
@@ -358,6 +357,8 @@ export const makeRelay = (options: RelayOptions): Relay => {
     let upstream: http2.ClientHttp2Stream | undefined;
     let responded = false;
     let finished = false;
+    /** How the call ended: reported once the answer is out (see rpc.ts), on `close` below. */
+    let outcome: { code: number; message: string | undefined } | undefined;
     let retryTimer: NodeJS.Timeout | undefined;
     let deadlineTimer: NodeJS.Timeout | undefined;
 
@@ -368,11 +369,7 @@ export const makeRelay = (options: RelayOptions): Relay => {
       clearTimeout(deadlineTimer);
       active.delete(shutdown);
       release?.();
-      // Once the answer is out (see rpc.ts): the span's work is not put in front of it.
-      sent(() => {
-        observed.span.setAttribute("fo.forwarded_to", target);
-        observed.finish(code, message);
-      });
+      outcome = { code, message };
     };
     /** Ends the call here: the error in the caller's protocol, or a reset if the answer began. */
     const fail = (error: ConnectError) => {
@@ -405,11 +402,15 @@ export const makeRelay = (options: RelayOptions): Relay => {
         Math.max(0, deadline - Date.now()),
       );
     }
-    // The caller went away (or the answer is complete): nothing more goes downstream.
+    // The caller went away (or the answer is complete): nothing more goes downstream, and the
+    // span's work no longer stands in front of the answer.
     res.once("close", () => {
-      if (finished) return;
-      upstream?.close(http2.constants.NGHTTP2_CANCEL);
-      finish(Code.Canceled, "the client cancelled the call");
+      if (!finished) {
+        upstream?.close(http2.constants.NGHTTP2_CANCEL);
+        finish(Code.Canceled, "the client cancelled the call");
+      }
+      observed.span.setAttribute("fo.forwarded_to", target);
+      observed.finish(outcome?.code ?? Code.Canceled, outcome?.message);
     });
 
     const send = (body: Buffer, attempt: number) => {
