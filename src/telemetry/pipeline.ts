@@ -14,8 +14,9 @@
  * Exporters run in the background with bounded queues (the SDK's batch
  * processors drop what does not fit): an unreachable collector never fails
  * an RPC nor grows memory without bound. Both batch processors take the
- * standard `OTEL_BSP_*` (spans) and `OTEL_BLRP_*` (log records) settings
- * (the SDK's log processor does not read its own), and report their queue
+ * standard `OTEL_BSP_*` (spans, read by the SDK's processor) and
+ * `OTEL_BLRP_*` (log records, read here: the SDK's log processor does not
+ * read its own), and report their queue
  * and what they dropped on the meter provider (`otel.sdk.processor.*`), so
  * an export that cannot keep up shows on `/metrics`.
  */
@@ -35,6 +36,7 @@ import { MeterProvider, PeriodicExportingMetricReader } from "@opentelemetry/sdk
 import {
   BasicTracerProvider,
   BatchSpanProcessor,
+  type BufferConfig,
   type SpanProcessor,
 } from "@opentelemetry/sdk-trace-base";
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from "@opentelemetry/semantic-conventions";
@@ -70,13 +72,13 @@ export interface TelemetryOptions {
 }
 
 /**
- * A batch processor's queue settings from the standard variables
- * (`{prefix}_MAX_QUEUE_SIZE`, `_MAX_EXPORT_BATCH_SIZE`, `_SCHEDULE_DELAY`,
- * `_EXPORT_TIMEOUT`, ms), read the way the SDK reads `OTEL_BSP_*` for spans
- * (a value that is not a number is ignored with a diagnostic); unset ones
- * keep the SDK's defaults (queue 2,048, batch 512).
+ * The log batch processor's queue settings from the standard variables
+ * (`OTEL_BLRP_MAX_QUEUE_SIZE`, `_MAX_EXPORT_BATCH_SIZE`, `_SCHEDULE_DELAY`,
+ * `_EXPORT_TIMEOUT`, ms), read the way the SDK's span processor reads its
+ * `OTEL_BSP_*` (a value that is not a number is ignored with a diagnostic);
+ * unset ones keep the SDK's defaults (queue 2,048, batch 512).
  */
-const batchSettings = (prefix: "OTEL_BSP" | "OTEL_BLRP") => {
+const logBatchSettings = () => {
   const settings: {
     maxQueueSize?: number;
     maxExportBatchSize?: number;
@@ -84,7 +86,7 @@ const batchSettings = (prefix: "OTEL_BSP" | "OTEL_BLRP") => {
     exportTimeoutMillis?: number;
   } = {};
   const set = (key: keyof typeof settings, variable: string) => {
-    const value = getNumberFromEnv(`${prefix}_${variable}`);
+    const value = getNumberFromEnv(`OTEL_BLRP_${variable}`);
     if (value !== undefined) settings[key] = value;
   };
   set("maxQueueSize", "MAX_QUEUE_SIZE");
@@ -126,8 +128,8 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             : []),
         ],
       });
-      // Not a literal: the shim's option type does not list the (experimental) self-observability yet.
-      const spanBatch = { ...batchSettings("OTEL_BSP"), selfObsMeterProvider: meterProvider };
+      // The shim's option type does not list the (experimental) self-observability yet.
+      const spanBatch = { selfObsMeterProvider: meterProvider } as BufferConfig;
       const tracerProvider = new BasicTracerProvider({
         resource,
         idGenerator: spanIds,
@@ -150,7 +152,7 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
             ? [
                 new BatchLogRecordProcessor({
                   exporter: new OTLPLogExporter({ url: `${endpoint}/v1/logs` }),
-                  ...batchSettings("OTEL_BLRP"),
+                  ...logBatchSettings(),
                   selfObsMeterProvider: meterProvider,
                 }),
               ]
