@@ -228,6 +228,8 @@ export interface PairResult {
   readonly b?: SideResult;
   /** The fixed rate both sides' latency phase ran at. */
   readonly latencyRps?: number;
+  /** Set when the latency phase was paired: both sides at once, half of `latencyRps` each. */
+  readonly paired?: true;
   /** The rate the pair's rule asked for, when it was lowered to `latencyRps` (see `sustainedRate`). */
   readonly requestedRps?: number;
 }
@@ -424,6 +426,7 @@ export const comparePair = async (
     a: result("a", a),
     b: result("b", b),
     ...(latencyRps === undefined ? {} : { latencyRps }),
+    ...(paired === undefined || latencyRps === undefined ? {} : { paired: true as const }),
     ...(requestedRps === undefined || requestedRps === latencyRps ? {} : { requestedRps }),
   };
 };

@@ -138,11 +138,13 @@ const latencyNotes = (row: Row): string[] => {
     notes.push(
       `Latency at ${rate(latencyRps)}/s, not the ${rate(requestedRps)}/s the pair's rule gives: at that rate a side queued behind the open-loop generator on the same two cores (it finished under 97 % of the calls issued, or its p90 was more than twice its p90 at half the rate), so the rate was halved until neither did.`,
     );
+  // A paired phase sends each side half the rate.
+  const issued = row.result.paired ? latencyRps / 2 : latencyRps;
   for (const side of [a, b]) {
     const achieved = side.latency?.rps ?? Number.NaN;
-    if (achieved < latencyRps * 0.95)
+    if (achieved < issued * 0.95)
       notes.push(
-        `${side.label} completed ${rate(achieved)} calls/s of the ${rate(latencyRps)}/s issued: it could not keep up, so its percentiles are mostly queueing.`,
+        `${side.label} completed ${rate(achieved)} calls/s of the ${rate(issued)}/s issued to it: it could not keep up, so its percentiles are mostly queueing.`,
       );
   }
   const spread = (side: SideResult) => {
