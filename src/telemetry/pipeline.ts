@@ -16,9 +16,9 @@
  * an RPC nor grows memory without bound. Both batch processors take the
  * standard `OTEL_BSP_*` (spans, read by the SDK's processor) and
  * `OTEL_BLRP_*` (log records, read here: the SDK's log processor does not
- * read its own), and report their queue
- * and what they dropped on the meter provider (`otel.sdk.processor.*`), so
- * an export that cannot keep up shows on `/metrics`.
+ * read its own), and report their queue and what they dropped on the meter
+ * provider (`otel.sdk.processor.*`), so an export that cannot keep up shows
+ * on `/metrics`.
  */
 import type { Meter, Tracer } from "@opentelemetry/api";
 import { getNumberFromEnv, W3CTraceContextPropagator } from "@opentelemetry/core";
