@@ -35,7 +35,7 @@ const connection = () => {
 };
 
 const server = http2.createServer({ settings: { initialWindowSize: 1024 * 1024 } });
-server.on("stream", (stream, headers) => {
+server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
   const out = connection().request(pass(headers));
   stream.pipe(out);
   out.on("response", (head, flags) => {

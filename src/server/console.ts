@@ -22,6 +22,7 @@ import { extname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gzipSync } from "node:zlib";
 import { Effect } from "effect";
+import { writeHead } from "./http.js";
 
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
@@ -161,7 +162,7 @@ const send = (req: Req, res: Res, a: Asset) => {
     headers.vary = vary ? `${String(vary)}, Accept-Encoding` : "Accept-Encoding";
   }
   if (req.headers["if-none-match"] === a.etag) {
-    res.writeHead(304, headers);
+    writeHead(res, 304, headers);
     res.end();
     return;
   }
@@ -169,7 +170,7 @@ const send = (req: Req, res: Res, a: Asset) => {
   const body = gzip && a.gzip ? a.gzip : a.body;
   if (gzip) headers["content-encoding"] = "gzip";
   headers["content-length"] = String(body.length);
-  res.writeHead(200, headers);
+  writeHead(res, 200, headers);
   res.end(body);
 };
 
@@ -196,7 +197,7 @@ export const consoleEndpoint = (enabled: boolean): Effect.Effect<Endpoint> =>
       const path = (req.url ?? "").split("?")[0] ?? "";
       if (assets._tag === "None") {
         if (path !== "/") return false;
-        res.writeHead(503, { "content-type": "text/plain; charset=utf-8" });
+        writeHead(res, 503, { "content-type": "text/plain; charset=utf-8" });
         res.end("The web console is not built: run `npm run build:console` and restart.\n");
         return true;
       }

@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Http2ServerRequest, Http2ServerResponse } from "node:http2";
 import type { Option } from "effect";
 import type { ServingStatus } from "./health.js";
+import { writeHead } from "./http.js";
 
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
@@ -23,7 +24,7 @@ export const plainEndpoints =
   (req: Req, res: Res): boolean => {
     const path = (req.url ?? "").split("?")[0];
     const text = (status: number, body: string) => {
-      res.writeHead(status, { "content-type": "text/plain; charset=utf-8" });
+      writeHead(res, status, { "content-type": "text/plain; charset=utf-8" });
       res.end(`${body}\n`);
     };
     switch (path) {

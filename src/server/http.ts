@@ -17,6 +17,18 @@ export type Handler = (
   res: http.ServerResponse | http2.Http2ServerResponse,
 ) => void;
 
+/**
+ * `res.writeHead` for either response type: the two types' overloads do not
+ * unify into one callable signature.
+ */
+export const writeHead = (
+  res: Parameters<Handler>[1],
+  status: number,
+  headers?: http.OutgoingHttpHeaders,
+): void => {
+  (res as http.ServerResponse).writeHead(status, headers);
+};
+
 export interface Listening {
   readonly port: number;
   /**

@@ -69,7 +69,7 @@ import { DeadlineExceeded, Unavailable } from "../common/errors.js";
 import { OK, type Protocol, type RpcTelemetry } from "../telemetry/rpc.js";
 import type { Authenticate } from "./auth.js";
 import { meshErrorToConnect } from "./errors.js";
-import { type Handler, SESSION_WINDOW, STREAM_WINDOW } from "./http.js";
+import { type Handler, SESSION_WINDOW, STREAM_WINDOW, writeHead } from "./http.js";
 import type { Limits } from "./limits.js";
 import { clientCertificateName } from "./tls.js";
 
@@ -216,11 +216,11 @@ const statusOf = (fields: Headers): { code: number; message?: string } => {
 /** The error in the caller's protocol, for a call the relay ends itself. */
 const writeError = (res: Parameters<Handler>[1], kind: Kind, type: string, error: ConnectError) => {
   if (kind.protocol === "connect" && !kind.framed) {
-    res.writeHead(codeToHttpStatus(error.code), { "content-type": "application/json" });
+    writeHead(res, codeToHttpStatus(error.code), { "content-type": "application/json" });
     res.end(errorToJsonBytes(error, undefined));
     return;
   }
-  res.writeHead(200, { "content-type": type });
+  writeHead(res, 200, { "content-type": type });
   if (kind.protocol === "grpc") {
     res.addTrailers(Object.fromEntries(setTrailerStatus(new Headers(), error)));
     res.end();
@@ -487,7 +487,7 @@ export const makeRelay = (options: RelayOptions): Relay => {
       if (kind.protocol !== "connect" && head["grpc-status"] !== undefined)
         ({ code, message } = statusOf(statusFields(head)));
       else if (kind.protocol === "connect" && status !== 200) code = codeFromHttpStatus(status);
-      res.writeHead(status, headers);
+      writeHead(res, status, headers);
       if (trailersOnly) res.addTrailers(Object.fromEntries(statusFields(head)));
 
       let scan: ((chunk: Buffer) => void) | undefined;

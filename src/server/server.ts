@@ -19,7 +19,7 @@ import { consoleEndpoint } from "./console.js";
 import { makeCors } from "./cors.js";
 import { plainEndpoints } from "./endpoints.js";
 import { HealthRegistry, OVERALL } from "./health.js";
-import { type Handler, listen } from "./http.js";
+import { type Handler, listen, writeHead } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
 import { makeLimits } from "./limits.js";
 import { makeRelay } from "./relay.js";
@@ -137,7 +137,7 @@ export const MeshServerLive = Layer.scoped(
       const decision = cors(req.method, req.headers);
       for (const [k, v] of Object.entries(decision.headers)) res.setHeader(k, v);
       if (decision.preflight !== undefined) {
-        res.writeHead(decision.preflight);
+        writeHead(res, decision.preflight);
         res.end();
         return;
       }

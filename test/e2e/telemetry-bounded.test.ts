@@ -80,6 +80,10 @@ describe("OTLP collector that never answers", () => {
       OTEL_BLRP_MAX_QUEUE_SIZE: String(QUEUE),
       OTEL_BLRP_SCHEDULE_DELAY: "200",
       OTEL_METRIC_EXPORT_INTERVAL: "1000",
+      // V8 sizes its heap by the machine's memory and collects late on a large one, so RSS
+      // alone says little. With the old space capped below what unbounded queues would hold
+      // (~330 MiB), a leak fails the calls (out of memory) instead of hiding in a lazy heap.
+      NODE_OPTIONS: "--max-old-space-size=192",
     });
     mesh = started;
     const pid = started.child.pid as number;

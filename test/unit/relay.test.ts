@@ -19,7 +19,7 @@ import {
 } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { defaultConfig, MeshConfig } from "../../src/config.js";
 import { type Authenticate, authenticator } from "../../src/server/auth.js";
-import { type Listening, listen } from "../../src/server/http.js";
+import { type Listening, listen, writeHead } from "../../src/server/http.js";
 import { makeLimits } from "../../src/server/limits.js";
 import { makeRelay, type Relay } from "../../src/server/relay.js";
 import { Telemetry, telemetryLayer } from "../../src/telemetry/pipeline.js";
@@ -62,7 +62,7 @@ const startUpstream = async (): Promise<Upstream> => {
     sessions.add(s);
     s.once("close", () => sessions.delete(s));
   });
-  server.on("stream", (stream, headers) => {
+  server.on("stream", (stream: http2.ServerHttp2Stream, headers) => {
     upstream.seen.push({ path: String(headers[":path"]), headers });
     stream.on("error", () => {});
     stream.resume();
@@ -136,7 +136,7 @@ const startFront = async (
     (req, res) => {
       if (relay.handle(req, res)) return;
       leftToConnect.push(req.url ?? "");
-      res.writeHead(404);
+      writeHead(res, 404);
       res.end();
     },
     "127.0.0.1",
