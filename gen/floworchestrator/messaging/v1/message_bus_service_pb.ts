@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file floworchestrator/messaging/v1/message_bus_service.proto.
  */
 export const file_floworchestrator_messaging_v1_message_bus_service: GenFile = /*@__PURE__*/
-  fileDesc("CjdmbG93b3JjaGVzdHJhdG9yL21lc3NhZ2luZy92MS9tZXNzYWdlX2J1c19zZXJ2aWNlLnByb3RvEh1mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MSJOChJTZW5kQ29tbWFuZFJlcXVlc3QSOAoHY29tbWFuZBgBIAEoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIlUKE1NlbmRDb21tYW5kUmVzcG9uc2USPgoHcmVjZWlwdBgBIAEoCzItLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hSZWNlaXB0Ik0KE1B1Ymxpc2hFdmVudFJlcXVlc3QSNgoFZXZlbnQYASABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5FbnZlbG9wZSJWChRQdWJsaXNoRXZlbnRSZXNwb25zZRI+CgdyZWNlaXB0GAEgASgLMi0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaFJlY2VpcHQiUAoTUHVibGlzaEJhdGNoUmVxdWVzdBI5CghtZXNzYWdlcxgBIAMoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIlcKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEj8KCHJlY2VpcHRzGAEgAygLMi0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaFJlY2VpcHQiqgEKC1JldHJ5UG9saWN5EhgKC21heF9yZXRyaWVzGAEgASgFSACIAQESKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLZXhwb25lbnRpYWwYAyABKAgSLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg4KDF9tYXhfcmV0cmllcyKLAgoQU3Vic2NyaWJlUmVxdWVzdBINCgVncm91cBgBIAEoCRITCgtkZXN0aW5hdGlvbhgCIAEoCRITCgtldmVudF90eXBlcxgDIAMoCRI7CgVzdGFydBgEIAEoDjIsLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlN0YXJ0UG9zaXRpb24SFQoNbWF4X2luX2ZsaWdodBgFIAEoBRIvCgxhY2tfZGVhZGxpbmUYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOQoFcmV0cnkYByABKAsyKi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXRyeVBvbGljeSI1CgpTdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIOCgZ0b3BpY3MYAiADKAkimgEKEVN1YnNjcmliZVJlc3BvbnNlEj8KCnN1YnNjcmliZWQYASABKAsyKS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TdWJzY3JpYmVkSAASOwoIZGVsaXZlcnkYAiABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5EZWxpdmVyeUgAQgcKBWV2ZW50IjcKCkFja1JlcXVlc3QSEwoLZGVsaXZlcnlfaWQYASABKAkSFAoMZGVsaXZlcnlfaWRzGAIgAygJIg0KC0Fja1Jlc3BvbnNlIlwKC05hY2tSZXF1ZXN0EhMKC2RlbGl2ZXJ5X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCRIoCgVkZWxheRgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIlCgxOYWNrUmVzcG9uc2USFQoNZGVhZF9sZXR0ZXJlZBgBIAEoCCJ2Cg5SZXF1ZXN0UmVxdWVzdBI4Cgdjb21tYW5kGAEgASgLMicuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuRW52ZWxvcGUSKgoHdGltZW91dBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJJCg9SZXF1ZXN0UmVzcG9uc2USNgoFcmVwbHkYASABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5FbnZlbG9wZSJtCgxSZXBseVJlcXVlc3QSEwoLaW5fcmVwbHlfdG8YASABKAkSEAoIcmVwbHlfdG8YAiABKAkSNgoFcmVwbHkYAyABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5FbnZlbG9wZSJPCg1SZXBseVJlc3BvbnNlEj4KB3JlY2VpcHQYASABKAsyLS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5QdWJsaXNoUmVjZWlwdCJOChZMaXN0RGVhZExldHRlcnNSZXF1ZXN0Eg0KBWdyb3VwGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJInMKF0xpc3REZWFkTGV0dGVyc1Jlc3BvbnNlEj8KDGRlYWRfbGV0dGVycxgBIAMoCzIpLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkRlYWRMZXR0ZXISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIkIKGFJlcGxheURlYWRMZXR0ZXJzUmVxdWVzdBINCgVncm91cBgBIAEoCRIXCg9kZWFkX2xldHRlcl9pZHMYAiADKAkiMwoZUmVwbGF5RGVhZExldHRlcnNSZXNwb25zZRIWCg5yZXBsYXllZF9jb3VudBgBIAEoBSpnCg1TdGFydFBvc2l0aW9uEh4KGlNUQVJUX1BPU0lUSU9OX1VOU1BFQ0lGSUVEEAASGwoXU1RBUlRfUE9TSVRJT05fRUFSTElFU1QQARIZChVTVEFSVF9QT1NJVElPTl9MQVRFU1QQAjKQCQoRTWVzc2FnZUJ1c1NlcnZpY2USdAoLU2VuZENvbW1hbmQSMS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TZW5kQ29tbWFuZFJlcXVlc3QaMi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TZW5kQ29tbWFuZFJlc3BvbnNlEncKDFB1Ymxpc2hFdmVudBIyLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hFdmVudFJlcXVlc3QaMy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5QdWJsaXNoRXZlbnRSZXNwb25zZRJ3CgxQdWJsaXNoQmF0Y2gSMi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5QdWJsaXNoQmF0Y2hSZXF1ZXN0GjMuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaEJhdGNoUmVzcG9uc2UScAoJU3Vic2NyaWJlEi8uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuU3Vic2NyaWJlUmVxdWVzdBowLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlN1YnNjcmliZVJlc3BvbnNlMAESYQoDQWNrEikuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuQWNrUmVxdWVzdBoqLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkFja1Jlc3BvbnNlIgOQAgISXwoETmFjaxIqLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLk5hY2tSZXF1ZXN0GisuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuTmFja1Jlc3BvbnNlEmgKB1JlcXVlc3QSLS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXF1ZXN0UmVxdWVzdBouLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlJlcXVlc3RSZXNwb25zZRJiCgVSZXBseRIrLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlJlcGx5UmVxdWVzdBosLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlJlcGx5UmVzcG9uc2UShQEKD0xpc3REZWFkTGV0dGVycxI1LmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkxpc3REZWFkTGV0dGVyc1JlcXVlc3QaNi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5MaXN0RGVhZExldHRlcnNSZXNwb25zZSIDkAIBEoYBChFSZXBsYXlEZWFkTGV0dGVycxI3LmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlJlcGxheURlYWRMZXR0ZXJzUmVxdWVzdBo4LmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlJlcGxheURlYWRMZXR0ZXJzUmVzcG9uc2ViBnByb3RvMw", [file_floworchestrator_messaging_v1_message, file_google_protobuf_duration]);
+  fileDesc("CjdmbG93b3JjaGVzdHJhdG9yL21lc3NhZ2luZy92MS9tZXNzYWdlX2J1c19zZXJ2aWNlLnByb3RvEh1mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MSJOChJTZW5kQ29tbWFuZFJlcXVlc3QSOAoHY29tbWFuZBgBIAEoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIlUKE1NlbmRDb21tYW5kUmVzcG9uc2USPgoHcmVjZWlwdBgBIAEoCzItLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hSZWNlaXB0Ik0KE1B1Ymxpc2hFdmVudFJlcXVlc3QSNgoFZXZlbnQYASABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5FbnZlbG9wZSJWChRQdWJsaXNoRXZlbnRSZXNwb25zZRI+CgdyZWNlaXB0GAEgASgLMi0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaFJlY2VpcHQiUAoTUHVibGlzaEJhdGNoUmVxdWVzdBI5CghtZXNzYWdlcxgBIAMoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIlcKFFB1Ymxpc2hCYXRjaFJlc3BvbnNlEj8KCHJlY2VpcHRzGAEgAygLMi0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaFJlY2VpcHQiqgEKC1JldHJ5UG9saWN5EhgKC21heF9yZXRyaWVzGAEgASgFSACIAQESKwoIaW50ZXJ2YWwYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEwoLZXhwb25lbnRpYWwYAyABKAgSLwoMbWF4X2ludGVydmFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQg4KDF9tYXhfcmV0cmllcyKjAgoQU3Vic2NyaWJlUmVxdWVzdBINCgVncm91cBgBIAEoCRITCgtkZXN0aW5hdGlvbhgCIAEoCRITCgtldmVudF90eXBlcxgDIAMoCRI7CgVzdGFydBgEIAEoDjIsLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlN0YXJ0UG9zaXRpb24SFQoNbWF4X2luX2ZsaWdodBgFIAEoBRIvCgxhY2tfZGVhZGxpbmUYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SOQoFcmV0cnkYByABKAsyKi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXRyeVBvbGljeRIWCg5tYXhfYmF0Y2hfc2l6ZRgIIAEoBSI1CgpTdWJzY3JpYmVkEhcKD3N1YnNjcmlwdGlvbl9pZBgBIAEoCRIOCgZ0b3BpY3MYAiADKAkiTAoNRGVsaXZlcnlCYXRjaBI7CgpkZWxpdmVyaWVzGAEgAygLMicuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuRGVsaXZlcnki3gEKEVN1YnNjcmliZVJlc3BvbnNlEj8KCnN1YnNjcmliZWQYASABKAsyKS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TdWJzY3JpYmVkSAASOwoIZGVsaXZlcnkYAiABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5EZWxpdmVyeUgAEkIKCmRlbGl2ZXJpZXMYAyABKAsyLC5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5EZWxpdmVyeUJhdGNoSABCBwoFZXZlbnQiXAoLQ29uc3VtZU5hY2sSEwoLZGVsaXZlcnlfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEigKBWRlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIlsKDUNvbnN1bWVTZXR0bGUSDwoHYWNrX2lkcxgBIAMoCRI5CgVuYWNrcxgCIAMoCzIqLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkNvbnN1bWVOYWNrIqEBCg5Db25zdW1lUmVxdWVzdBJECglzdWJzY3JpYmUYASABKAsyLy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TdWJzY3JpYmVSZXF1ZXN0SAASPgoGc2V0dGxlGAIgASgLMiwuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuQ29uc3VtZVNldHRsZUgAQgkKB3JlcXVlc3QiogEKD0NvbnN1bWVSZXNwb25zZRI/CgpzdWJzY3JpYmVkGAEgASgLMikuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuU3Vic2NyaWJlZEgAEkIKCmRlbGl2ZXJpZXMYAiABKAsyLC5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5EZWxpdmVyeUJhdGNoSABCCgoIcmVzcG9uc2UiNwoKQWNrUmVxdWVzdBITCgtkZWxpdmVyeV9pZBgBIAEoCRIUCgxkZWxpdmVyeV9pZHMYAiADKAkiDQoLQWNrUmVzcG9uc2UiXAoLTmFja1JlcXVlc3QSEwoLZGVsaXZlcnlfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEigKBWRlbGF5GAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIiUKDE5hY2tSZXNwb25zZRIVCg1kZWFkX2xldHRlcmVkGAEgASgIInYKDlJlcXVlc3RSZXF1ZXN0EjgKB2NvbW1hbmQYASABKAsyJy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5FbnZlbG9wZRIqCgd0aW1lb3V0GAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIkkKD1JlcXVlc3RSZXNwb25zZRI2CgVyZXBseRgBIAEoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIm0KDFJlcGx5UmVxdWVzdBITCgtpbl9yZXBseV90bxgBIAEoCRIQCghyZXBseV90bxgCIAEoCRI2CgVyZXBseRgDIAEoCzInLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkVudmVsb3BlIk8KDVJlcGx5UmVzcG9uc2USPgoHcmVjZWlwdBgBIAEoCzItLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hSZWNlaXB0Ik4KFkxpc3REZWFkTGV0dGVyc1JlcXVlc3QSDQoFZ3JvdXAYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkicwoXTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2USPwoMZGVhZF9sZXR0ZXJzGAEgAygLMikuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuRGVhZExldHRlchIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiQgoYUmVwbGF5RGVhZExldHRlcnNSZXF1ZXN0Eg0KBWdyb3VwGAEgASgJEhcKD2RlYWRfbGV0dGVyX2lkcxgCIAMoCSIzChlSZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlEhYKDnJlcGxheWVkX2NvdW50GAEgASgFKmcKDVN0YXJ0UG9zaXRpb24SHgoaU1RBUlRfUE9TSVRJT05fVU5TUEVDSUZJRUQQABIbChdTVEFSVF9QT1NJVElPTl9FQVJMSUVTVBABEhkKFVNUQVJUX1BPU0lUSU9OX0xBVEVTVBACMv4JChFNZXNzYWdlQnVzU2VydmljZRJ0CgtTZW5kQ29tbWFuZBIxLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlNlbmRDb21tYW5kUmVxdWVzdBoyLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlNlbmRDb21tYW5kUmVzcG9uc2USdwoMUHVibGlzaEV2ZW50EjIuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUHVibGlzaEV2ZW50UmVxdWVzdBozLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hFdmVudFJlc3BvbnNlEncKDFB1Ymxpc2hCYXRjaBIyLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLlB1Ymxpc2hCYXRjaFJlcXVlc3QaMy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5QdWJsaXNoQmF0Y2hSZXNwb25zZRJwCglTdWJzY3JpYmUSLy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5TdWJzY3JpYmVSZXF1ZXN0GjAuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuU3Vic2NyaWJlUmVzcG9uc2UwARJsCgdDb25zdW1lEi0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuQ29uc3VtZVJlcXVlc3QaLi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5Db25zdW1lUmVzcG9uc2UoATABEmEKA0FjaxIpLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLkFja1JlcXVlc3QaKi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5BY2tSZXNwb25zZSIDkAICEl8KBE5hY2sSKi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5OYWNrUmVxdWVzdBorLmZsb3dvcmNoZXN0cmF0b3IubWVzc2FnaW5nLnYxLk5hY2tSZXNwb25zZRJoCgdSZXF1ZXN0Ei0uZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuUmVxdWVzdFJlcXVlc3QaLi5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXF1ZXN0UmVzcG9uc2USYgoFUmVwbHkSKy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXBseVJlcXVlc3QaLC5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXBseVJlc3BvbnNlEoUBCg9MaXN0RGVhZExldHRlcnMSNS5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5MaXN0RGVhZExldHRlcnNSZXF1ZXN0GjYuZmxvd29yY2hlc3RyYXRvci5tZXNzYWdpbmcudjEuTGlzdERlYWRMZXR0ZXJzUmVzcG9uc2UiA5ACARKGAQoRUmVwbGF5RGVhZExldHRlcnMSNy5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXBsYXlEZWFkTGV0dGVyc1JlcXVlc3QaOC5mbG93b3JjaGVzdHJhdG9yLm1lc3NhZ2luZy52MS5SZXBsYXlEZWFkTGV0dGVyc1Jlc3BvbnNlYgZwcm90bzM", [file_floworchestrator_messaging_v1_message, file_google_protobuf_duration]);
 
 /**
  * Request of SendCommand.
@@ -241,6 +241,17 @@ export type SubscribeRequest = Message<"floworchestrator.messaging.v1.SubscribeR
    * @generated from field: floworchestrator.messaging.v1.RetryPolicy retry = 7;
    */
   retry?: RetryPolicy | undefined;
+
+  /**
+   * Deliveries per Subscribe response, at most: 0 or 1 (the default) sends
+   * each in its own response's `delivery`, as clients written before
+   * batching expect; above 1, responses carry what is ready at once (up to
+   * this many) in `deliveries` instead. 0-1000. Consume ignores it: its
+   * batches are bounded by `max_in_flight` alone.
+   *
+   * @generated from field: int32 max_batch_size = 8;
+   */
+  maxBatchSize: number;
 };
 
 /**
@@ -279,6 +290,28 @@ export const SubscribedSchema: GenMessage<Subscribed> = /*@__PURE__*/
   messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 8);
 
 /**
+ * Several deliveries, in the order they were handed out (per partition key,
+ * the order of the messages).
+ *
+ * @generated from message floworchestrator.messaging.v1.DeliveryBatch
+ */
+export type DeliveryBatch = Message<"floworchestrator.messaging.v1.DeliveryBatch"> & {
+  /**
+   * 1 or more; each is acknowledged or refused on its own.
+   *
+   * @generated from field: repeated floworchestrator.messaging.v1.Delivery deliveries = 1;
+   */
+  deliveries: Delivery[];
+};
+
+/**
+ * Describes the message floworchestrator.messaging.v1.DeliveryBatch.
+ * Use `create(DeliveryBatchSchema)` to create a new message.
+ */
+export const DeliveryBatchSchema: GenMessage<DeliveryBatch> = /*@__PURE__*/
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 9);
+
+/**
  * Response of Subscribe: first `subscribed`, then deliveries.
  *
  * @generated from message floworchestrator.messaging.v1.SubscribeResponse
@@ -299,12 +332,20 @@ export type SubscribeResponse = Message<"floworchestrator.messaging.v1.Subscribe
     case: "subscribed";
   } | {
     /**
-     * A message to process, then Ack or Nack.
+     * A message to process, then Ack or Nack (when max_batch_size is 0 or 1).
      *
      * @generated from field: floworchestrator.messaging.v1.Delivery delivery = 2;
      */
     value: Delivery;
     case: "delivery";
+  } | {
+    /**
+     * Messages to process, then Ack or Nack (when max_batch_size is above 1).
+     *
+     * @generated from field: floworchestrator.messaging.v1.DeliveryBatch deliveries = 3;
+     */
+    value: DeliveryBatch;
+    case: "deliveries";
   } | { case: undefined; value?: undefined };
 };
 
@@ -313,7 +354,148 @@ export type SubscribeResponse = Message<"floworchestrator.messaging.v1.Subscribe
  * Use `create(SubscribeResponseSchema)` to create a new message.
  */
 export const SubscribeResponseSchema: GenMessage<SubscribeResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 9);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 10);
+
+/**
+ * A refused delivery, on a Consume stream.
+ *
+ * @generated from message floworchestrator.messaging.v1.ConsumeNack
+ */
+export type ConsumeNack = Message<"floworchestrator.messaging.v1.ConsumeNack"> & {
+  /**
+   * From the delivery.
+   *
+   * @generated from field: string delivery_id = 1;
+   */
+  deliveryId: string;
+
+  /**
+   * Why processing failed (kept with the dead letter), at most 1,000
+   * characters; default `nacked`.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Redeliver no sooner than this (at most 1 hour); the retry policy's wait
+   * applies when it is longer.
+   *
+   * @generated from field: google.protobuf.Duration delay = 3;
+   */
+  delay?: Duration | undefined;
+};
+
+/**
+ * Describes the message floworchestrator.messaging.v1.ConsumeNack.
+ * Use `create(ConsumeNackSchema)` to create a new message.
+ */
+export const ConsumeNackSchema: GenMessage<ConsumeNack> = /*@__PURE__*/
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 11);
+
+/**
+ * Deliveries a Consume client is done with, acknowledged or refused.
+ *
+ * @generated from message floworchestrator.messaging.v1.ConsumeSettle
+ */
+export type ConsumeSettle = Message<"floworchestrator.messaging.v1.ConsumeSettle"> & {
+  /**
+   * Acknowledged: done. Up to 1,000 ids per request, acks and nacks together.
+   *
+   * @generated from field: repeated string ack_ids = 1;
+   */
+  ackIds: string[];
+
+  /**
+   * Refused: retried per the subscription's retry policy, then dead-lettered.
+   *
+   * @generated from field: repeated floworchestrator.messaging.v1.ConsumeNack nacks = 2;
+   */
+  nacks: ConsumeNack[];
+};
+
+/**
+ * Describes the message floworchestrator.messaging.v1.ConsumeSettle.
+ * Use `create(ConsumeSettleSchema)` to create a new message.
+ */
+export const ConsumeSettleSchema: GenMessage<ConsumeSettle> = /*@__PURE__*/
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 12);
+
+/**
+ * Request of Consume: the first subscribes, the later ones settle deliveries.
+ *
+ * @generated from message floworchestrator.messaging.v1.ConsumeRequest
+ */
+export type ConsumeRequest = Message<"floworchestrator.messaging.v1.ConsumeRequest"> & {
+  /**
+   * What this request carries.
+   *
+   * @generated from oneof floworchestrator.messaging.v1.ConsumeRequest.request
+   */
+  request: {
+    /**
+     * The first request, and only the first: the subscription, with the
+     * fields, defaults and limits of Subscribe (max_batch_size aside).
+     *
+     * @generated from field: floworchestrator.messaging.v1.SubscribeRequest subscribe = 1;
+     */
+    value: SubscribeRequest;
+    case: "subscribe";
+  } | {
+    /**
+     * Every later request.
+     *
+     * @generated from field: floworchestrator.messaging.v1.ConsumeSettle settle = 2;
+     */
+    value: ConsumeSettle;
+    case: "settle";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message floworchestrator.messaging.v1.ConsumeRequest.
+ * Use `create(ConsumeRequestSchema)` to create a new message.
+ */
+export const ConsumeRequestSchema: GenMessage<ConsumeRequest> = /*@__PURE__*/
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 13);
+
+/**
+ * Response of Consume: first `subscribed`, then batches of deliveries.
+ *
+ * @generated from message floworchestrator.messaging.v1.ConsumeResponse
+ */
+export type ConsumeResponse = Message<"floworchestrator.messaging.v1.ConsumeResponse"> & {
+  /**
+   * What this message carries.
+   *
+   * @generated from oneof floworchestrator.messaging.v1.ConsumeResponse.response
+   */
+  response: {
+    /**
+     * Sent once, when the subscription has joined its group.
+     *
+     * @generated from field: floworchestrator.messaging.v1.Subscribed subscribed = 1;
+     */
+    value: Subscribed;
+    case: "subscribed";
+  } | {
+    /**
+     * Messages to process, then settle: all that were ready when the
+     * response was sent, never more than max_in_flight unsettled at once.
+     *
+     * @generated from field: floworchestrator.messaging.v1.DeliveryBatch deliveries = 2;
+     */
+    value: DeliveryBatch;
+    case: "deliveries";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message floworchestrator.messaging.v1.ConsumeResponse.
+ * Use `create(ConsumeResponseSchema)` to create a new message.
+ */
+export const ConsumeResponseSchema: GenMessage<ConsumeResponse> = /*@__PURE__*/
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 14);
 
 /**
  * Request of Ack.
@@ -343,7 +525,7 @@ export type AckRequest = Message<"floworchestrator.messaging.v1.AckRequest"> & {
  * Use `create(AckRequestSchema)` to create a new message.
  */
 export const AckRequestSchema: GenMessage<AckRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 10);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 15);
 
 /**
  * Response of Ack.
@@ -358,7 +540,7 @@ export type AckResponse = Message<"floworchestrator.messaging.v1.AckResponse"> &
  * Use `create(AckResponseSchema)` to create a new message.
  */
 export const AckResponseSchema: GenMessage<AckResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 11);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 16);
 
 /**
  * Request of Nack.
@@ -394,7 +576,7 @@ export type NackRequest = Message<"floworchestrator.messaging.v1.NackRequest"> &
  * Use `create(NackRequestSchema)` to create a new message.
  */
 export const NackRequestSchema: GenMessage<NackRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 12);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 17);
 
 /**
  * Response of Nack.
@@ -416,7 +598,7 @@ export type NackResponse = Message<"floworchestrator.messaging.v1.NackResponse">
  * Use `create(NackResponseSchema)` to create a new message.
  */
 export const NackResponseSchema: GenMessage<NackResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 13);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 18);
 
 /**
  * Request of Request.
@@ -445,7 +627,7 @@ export type RequestRequest = Message<"floworchestrator.messaging.v1.RequestReque
  * Use `create(RequestRequestSchema)` to create a new message.
  */
 export const RequestRequestSchema: GenMessage<RequestRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 14);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 19);
 
 /**
  * Response of Request.
@@ -466,7 +648,7 @@ export type RequestResponse = Message<"floworchestrator.messaging.v1.RequestResp
  * Use `create(RequestResponseSchema)` to create a new message.
  */
 export const RequestResponseSchema: GenMessage<RequestResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 15);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 20);
 
 /**
  * Request of Reply.
@@ -502,7 +684,7 @@ export type ReplyRequest = Message<"floworchestrator.messaging.v1.ReplyRequest">
  * Use `create(ReplyRequestSchema)` to create a new message.
  */
 export const ReplyRequestSchema: GenMessage<ReplyRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 16);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 21);
 
 /**
  * Response of Reply.
@@ -523,7 +705,7 @@ export type ReplyResponse = Message<"floworchestrator.messaging.v1.ReplyResponse
  * Use `create(ReplyResponseSchema)` to create a new message.
  */
 export const ReplyResponseSchema: GenMessage<ReplyResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 17);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 22);
 
 /**
  * Request of ListDeadLetters.
@@ -558,7 +740,7 @@ export type ListDeadLettersRequest = Message<"floworchestrator.messaging.v1.List
  * Use `create(ListDeadLettersRequestSchema)` to create a new message.
  */
 export const ListDeadLettersRequestSchema: GenMessage<ListDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 18);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 23);
 
 /**
  * Response of ListDeadLetters.
@@ -586,7 +768,7 @@ export type ListDeadLettersResponse = Message<"floworchestrator.messaging.v1.Lis
  * Use `create(ListDeadLettersResponseSchema)` to create a new message.
  */
 export const ListDeadLettersResponseSchema: GenMessage<ListDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 19);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 24);
 
 /**
  * Request of ReplayDeadLetters.
@@ -614,7 +796,7 @@ export type ReplayDeadLettersRequest = Message<"floworchestrator.messaging.v1.Re
  * Use `create(ReplayDeadLettersRequestSchema)` to create a new message.
  */
 export const ReplayDeadLettersRequestSchema: GenMessage<ReplayDeadLettersRequest> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 20);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 25);
 
 /**
  * Response of ReplayDeadLetters.
@@ -635,7 +817,7 @@ export type ReplayDeadLettersResponse = Message<"floworchestrator.messaging.v1.R
  * Use `create(ReplayDeadLettersResponseSchema)` to create a new message.
  */
 export const ReplayDeadLettersResponseSchema: GenMessage<ReplayDeadLettersResponse> = /*@__PURE__*/
-  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 21);
+  messageDesc(file_floworchestrator_messaging_v1_message_bus_service, 26);
 
 /**
  * Where a group with no committed position starts. A group that has one
@@ -675,9 +857,11 @@ export const StartPositionSchema: GenEnum<StartPosition> = /*@__PURE__*/
 
 /**
  * MessageBusService is how FlowOrchestrator components talk: commands to one
- * consumer of a destination, events to every subscribing group, server
- * streams of deliveries acknowledged by unary Ack / Nack, retries, dead
- * letters and request/reply. Backed by Kafka (or an embedded log).
+ * consumer of a destination, events to every subscribing group, streams of
+ * deliveries (Consume, a bidirectional stream that carries its own acks, for
+ * gRPC clients; Subscribe with unary Ack / Nack for browsers and HTTP/1.1),
+ * retries, dead letters and request/reply. Backed by Kafka (or an embedded
+ * log).
  *
  * Delivery is at least once: a message whose send returned OK is delivered
  * until a consumer acknowledges it; a group's position only moves past
@@ -733,6 +917,30 @@ export const MessageBusService: GenService<{
     methodKind: "server_streaming";
     input: typeof SubscribeRequestSchema;
     output: typeof SubscribeResponseSchema;
+  },
+  /**
+   * Consumes with acks on the same stream, the fast way for gRPC clients
+   * (needs HTTP/2; browsers and HTTP/1.1 clients use Subscribe, Ack and
+   * Nack). The first request subscribes; later ones acknowledge and refuse
+   * deliveries, many at once. Responses: `subscribed` once it is consuming,
+   * then batches of deliveries, never more unacknowledged than
+   * `max_in_flight`. Same delivery rules as Subscribe. Deliveries still
+   * unacknowledged when the stream ends (client cancel, server shutdown) are
+   * redelivered.
+   *
+   * Errors end the stream: INVALID_ARGUMENT when the first request is not a
+   * `subscribe` (or a later one is), or a field is invalid; NOT_FOUND for an
+   * ack or nack of a delivery id this mesh never handed out or already
+   * settled (the known ones in the same request are settled first). An ack
+   * or nack arriving after its delivery's ack deadline is no error (unlike
+   * Ack): the message was already handed out again, and is simply skipped.
+   *
+   * @generated from rpc floworchestrator.messaging.v1.MessageBusService.Consume
+   */
+  consume: {
+    methodKind: "bidi_streaming";
+    input: typeof ConsumeRequestSchema;
+    output: typeof ConsumeResponseSchema;
   },
   /**
    * Acknowledges deliveries: they are done.
