@@ -18,6 +18,13 @@ import {
 export interface MeshConfigShape {
   /** TCP port of the one server (gRPC, gRPC-Web and Connect). 0 picks a free port. */
   readonly port: number;
+  /**
+   * TCP port of the native gRPC server (grpc-js, the fast path for gRPC
+   * clients); undefined: not served (`FO_GRPC_PORT=off`). Unset, it is
+   * `FO_PORT` + 1000 (8080 → 9080), so nodes on neighbouring ports do not
+   * collide; a free port when `FO_PORT` is 0 or that would pass 65535.
+   */
+  readonly grpcPort: number | undefined;
   /** Address to bind; loopback by default so nothing is exposed by accident. */
   readonly host: string;
   /** Largest accepted request message, in bytes; larger ones get RESOURCE_EXHAUSTED. */
@@ -134,6 +141,24 @@ const port = Config.integer("FO_PORT").pipe(
   Config.withDefault(8080),
 );
 
+const GRPC_PORT_OFFSET = 1000;
+
+const grpcPort = Config.all([port, Config.option(Config.string("FO_GRPC_PORT"))]).pipe(
+  Config.mapOrFail(([main, setting]) => {
+    if (setting._tag === "None")
+      return Either.right(
+        main === 0 || main + GRPC_PORT_OFFSET > 65535 ? 0 : main + GRPC_PORT_OFFSET,
+      );
+    if (setting.value.toLowerCase() === "off") return Either.right(undefined);
+    const n = Number(setting.value);
+    return Number.isInteger(n) && n >= 0 && n <= 65535 && setting.value.trim() !== ""
+      ? Either.right(n)
+      : Either.left(
+          ConfigError.InvalidData(["FO_GRPC_PORT"], "must be a port number 0-65535 or `off`"),
+        );
+  }),
+);
+
 /** `debug`, `INFO`, `Warning`…: any case, as operators type it. */
 const logLevel = Config.string("FO_LOG_LEVEL").pipe(
   Config.mapOrFail((s) => {
@@ -191,6 +216,7 @@ const maxRequestBytes = positive("FO_MAX_REQUEST_BYTES", 4 * 1024 * 1024, "numbe
 /** The mesh configuration, as an Effect `Config` (so tests can supply their own provider). */
 export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
   port,
+  grpcPort,
   host: Config.string("FO_HOST").pipe(Config.withDefault("127.0.0.1")),
   maxRequestBytes,
   corsOrigins,

@@ -14,8 +14,12 @@ if (Either.isLeft(config)) {
 }
 
 const program = Effect.gen(function* () {
-  const { url } = yield* MeshServer;
-  yield* Effect.logInfo(`FlowOrchestrator Mesh listening on ${url} (gRPC, gRPC-Web, Connect)`);
+  const { url, grpcUrl } = yield* MeshServer;
+  yield* Effect.logInfo(
+    `FlowOrchestrator Mesh listening on ${url} (gRPC, gRPC-Web, Connect)${
+      grpcUrl === undefined ? "" : `, native gRPC on ${grpcUrl}`
+    }`,
+  );
   yield* Effect.logInfo(
     `try: npx buf curl --protocol grpc --http2-prior-knowledge ${url}/grpc.health.v1.Health/Check`,
   );

@@ -27,7 +27,7 @@
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { createContextKey, type Interceptor } from "@connectrpc/connect";
+import { createContextKey } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { ServerReflection } from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { ServerReflection as ServerReflectionAlpha } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
@@ -171,17 +171,3 @@ export const authenticator =
     }
     return principal;
   };
-
-export const authInterceptor = (options: AuthOptions): Interceptor => {
-  const authenticate = authenticator(options);
-  return (next) => async (req) => {
-    const principal = authenticate(
-      req.service.typeName,
-      req.method.name,
-      (name) => req.header.get(name),
-      req.contextValues.get(certificateKey),
-    );
-    req.contextValues.set(principalKey, principal);
-    return next(req);
-  };
-};

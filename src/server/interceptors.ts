@@ -11,22 +11,35 @@ import {
 import type { CallInfo } from "./bridge.js";
 import { withErrorDetail } from "./errors.js";
 
+export type ReportDefect = (call: CallInfo, defect: unknown) => ConnectError;
+
+/**
+ * The error a call that threw `e` ends with: a ConnectError carrying the
+ * FlowOrchestrator detail. `aborted`: the call's signal fired.
+ */
+export const callError = (
+  call: CallInfo,
+  e: unknown,
+  aborted: boolean,
+  reportDefect: ReportDefect,
+): ConnectError => {
+  if (e instanceof ConnectError) return withErrorDetail(e);
+  // The client went away mid-call (its request stream closed early): not a bug here.
+  if (aborted || (e as { code?: unknown })?.code === "ERR_STREAM_PREMATURE_CLOSE")
+    return withErrorDetail(new ConnectError("the client cancelled the call", Code.Canceled));
+  return reportDefect(call, e);
+};
+
 /**
  * Last line of the error table: whatever a handler throws leaves as a
  * ConnectError carrying the FlowOrchestrator detail. A raw throw is a bug and
  * becomes INTERNAL with an error id (never the raw message).
  */
 export const errorInterceptor =
-  (reportDefect: (call: CallInfo, defect: unknown) => ConnectError): Interceptor =>
+  (reportDefect: ReportDefect): Interceptor =>
   (next) =>
   async (req) => {
-    const normalize = (e: unknown): ConnectError => {
-      if (e instanceof ConnectError) return withErrorDetail(e);
-      // The client went away mid-call (its request stream closed early): not a bug here.
-      if (req.signal.aborted || (e as { code?: unknown })?.code === "ERR_STREAM_PREMATURE_CLOSE")
-        return withErrorDetail(new ConnectError("the client cancelled the call", Code.Canceled));
-      return reportDefect(req, e);
-    };
+    const normalize = (e: unknown) => callError(req, e, req.signal.aborted, reportDefect);
     try {
       const res = await next(req);
       if (!res.stream) return res;

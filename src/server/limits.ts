@@ -7,13 +7,9 @@
  * reflection are not counted: probes must always get through. (Per
  * connection, HTTP/2 itself caps concurrent streams.)
  */
-import type { Interceptor } from "@connectrpc/connect";
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
-import { peerKey } from "../common/caller.js";
 import { ResourceExhausted } from "../common/errors.js";
-import { principalKey } from "./auth.js";
 import { meshErrorToConnect } from "./errors.js";
-import { onEnd } from "./interceptors.js";
 
 export interface LimitOptions {
   /** Calls per second per client; 0: unlimited. */
@@ -39,7 +35,6 @@ export interface Limits {
    * gives it back, once the stream is over.
    */
   readonly admit: (service: string, streaming: boolean, client: string) => (() => void) | undefined;
-  readonly interceptor: Interceptor;
 }
 
 export const makeLimits = ({ rate, maxStreams }: LimitOptions): Limits => {
@@ -85,15 +80,5 @@ export const makeLimits = ({ rate, maxStreams }: LimitOptions): Limits => {
     };
   };
 
-  return {
-    admit,
-    interceptor: (next) => async (req) => {
-      const release = admit(
-        req.service.typeName,
-        req.method.methodKind === "server_streaming",
-        req.contextValues.get(principalKey) ?? req.contextValues.get(peerKey),
-      );
-      return release === undefined ? next(req) : onEnd(() => next(req), release);
-    },
-  };
+  return { admit };
 };

@@ -11,7 +11,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { ConnectRouter } from "@connectrpc/connect";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import { BadRequestSchema } from "../../gen/google/rpc/error_details_pb.js";
 import {
@@ -26,6 +26,7 @@ import {
   ServerReflectionResponseSchema as AlphaResponseSchema,
   ServerReflection as ServerReflectionAlpha,
 } from "../../gen/grpc/reflection/v1alpha/reflection_pb.js";
+import { type ServedService, served } from "./served.js";
 
 /** gRPC status codes used inside reflection's own error responses. */
 const NOT_FOUND = 5;
@@ -167,19 +168,21 @@ const respond = (index: Index, req: ServerReflectionRequest): ServerReflectionRe
  * Registers both reflection services. `services` are those the server serves
  * (the reflection services themselves are added).
  */
-export const registerReflection = (router: ConnectRouter, services: ReadonlyArray<DescService>) => {
+export const reflectionServices = (
+  services: ReadonlyArray<DescService>,
+): ReadonlyArray<ServedService> => {
   // Error details are in no RPC's signature, but clients decode them by name through reflection.
   const index = buildIndex(
     [...services, ServerReflection, ServerReflectionAlpha],
     [ErrorDetailSchema.file, BadRequestSchema.file],
   );
-  router.service(ServerReflection, {
+  const v1: ServiceImpl<typeof ServerReflection> = {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) yield respond(index, req);
     },
-  });
+  };
   // v1alpha is wire-identical to v1: translate through the binary form.
-  router.service(ServerReflectionAlpha, {
+  const alpha: ServiceImpl<typeof ServerReflectionAlpha> = {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) {
         const v1 = fromBinary(ServerReflectionRequestSchema, toBinary(AlphaRequestSchema, req));
@@ -189,5 +192,6 @@ export const registerReflection = (router: ConnectRouter, services: ReadonlyArra
         );
       }
     },
-  });
+  };
+  return [served(ServerReflection, v1), served(ServerReflectionAlpha, alpha)];
 };

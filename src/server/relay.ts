@@ -66,21 +66,18 @@ import type { RegistryRouter } from "../client/router.js";
 import { isRetryable } from "../client/service-client.js";
 import { FORWARDED_PRINCIPAL, peerName } from "../common/caller.js";
 import { DeadlineExceeded, Unavailable } from "../common/errors.js";
-import { OK, type Protocol, type RpcTelemetry } from "../telemetry/rpc.js";
-import type { Authenticate } from "./auth.js";
+import { OK, type Protocol } from "../telemetry/rpc.js";
 import { meshErrorToConnect } from "./errors.js";
 import { type Handler, SESSION_WINDOW, STREAM_WINDOW, writeHead } from "./http.js";
-import type { Limits } from "./limits.js";
+import type { Admission, Policy } from "./policy.js";
 import { clientCertificateName } from "./tls.js";
 
 export interface RelayOptions {
   /** The services this node relays (the ones it does not host). */
   readonly services: ReadonlyArray<DescService>;
   readonly route: Pick<RegistryRouter, "next" | "down">;
-  /** Absent when the mesh runs without authentication. */
-  readonly authenticate?: Authenticate;
-  readonly limits: Limits;
-  readonly telemetry: RpcTelemetry;
+  /** Authentication, fair shares and telemetry, as for the node's own calls. */
+  readonly policy: Pick<Policy, "admit" | "telemetry">;
   readonly propagator: TextMapPropagator;
   /** Largest request body taken, as Connect's `readMaxBytes`. */
   readonly maxRequestBytes: number;
@@ -297,23 +294,22 @@ export const makeRelay = (options: RelayOptions): Relay => {
     const service = method.parent.typeName;
     const first = options.route.next(service);
     if (first === undefined) return false;
-    const streaming = method.methodKind === "server_streaming";
-    let principal: string | undefined;
-    let release: (() => void) | undefined;
+    let admission: Admission;
     try {
-      principal = options.authenticate?.(
-        service,
-        method.name,
-        (name) => {
+      admission = options.policy.admit({
+        method,
+        header: (name) => {
           const value = req.headers[name];
           return value === undefined ? null : Array.isArray(value) ? value.join(", ") : value;
         },
-        clientCertificateName(req.socket),
-      );
-      release = options.limits.admit(service, streaming, principal ?? peerName(req.socket));
+        certificate: clientCertificateName(req.socket),
+        peer: peerName(req.socket),
+      });
     } catch {
+      // Refused: Connect answers the call, with the same refusal in the caller's protocol.
       return false;
     }
+    const { principal, release } = admission;
     relay(req, res, method, kind, first, timeout.timeoutMs, principal, release);
     return true;
   };
@@ -332,7 +328,7 @@ export const makeRelay = (options: RelayOptions): Relay => {
     const type = req.headers["content-type"] ?? "";
     const deadline = timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
     const retryable = isRetryable(method);
-    const observed = options.telemetry.start(
+    const observed = options.policy.telemetry.start(
       service,
       method.name,
       kind.protocol,

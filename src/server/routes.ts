@@ -1,6 +1,7 @@
 /**
- * Every route the mesh serves, registered in one place. Service issues add
- * their `router.service(...)` lines here.
+ * Every service the mesh serves, registered in one place: connect-node
+ * (`routes`) and the native gRPC server (grpc-native.ts) serve the same
+ * implementations. Service issues add their lines to `implementations`.
  */
 import type { DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter } from "@connectrpc/connect";
@@ -17,7 +18,8 @@ import type { Bridge } from "./bridge.js";
 import type { HealthRegistry } from "./health.js";
 import { healthService } from "./health-rpc.js";
 import { servePort } from "./port-rpc.js";
-import { registerReflection } from "./reflection.js";
+import { reflectionServices } from "./reflection.js";
+import { type ServedService, served } from "./served.js";
 
 /** What handlers may require from the application's runtime. */
 export type AppServices = HealthRegistry | DataStore | MemoryManager | MessageBus | TelemetryPort;
@@ -31,11 +33,17 @@ export const servedServices: ReadonlyArray<DescService> = [
   TelemetryService,
 ];
 
-export const routes = (bridge: Bridge<AppServices>) => (router: ConnectRouter) => {
-  router.service(Health, healthService(bridge));
-  router.service(DataStoreService, servePort(DataStoreService, DataStore, bridge));
-  router.service(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge));
-  router.service(MessageBusService, servePort(MessageBusService, MessageBus, bridge));
-  router.service(TelemetryService, servePort(TelemetryService, TelemetryPort, bridge));
-  registerReflection(router, servedServices);
+/** Every service with its implementation, reflection included. */
+export const implementations = (bridge: Bridge<AppServices>): ReadonlyArray<ServedService> => [
+  served(Health, healthService(bridge)),
+  served(DataStoreService, servePort(DataStoreService, DataStore, bridge)),
+  served(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge)),
+  served(MessageBusService, servePort(MessageBusService, MessageBus, bridge)),
+  served(TelemetryService, servePort(TelemetryService, TelemetryPort, bridge)),
+  ...reflectionServices(servedServices),
+];
+
+/** The services as connect-node routes. */
+export const routes = (services: ReadonlyArray<ServedService>) => (router: ConnectRouter) => {
+  for (const { service, impl } of services) router.service(service, impl);
 };

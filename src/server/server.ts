@@ -12,18 +12,19 @@ import { peerKey, peerName } from "../common/caller.js";
 import { hostedServices, MeshConfig } from "../config.js";
 import { serviceOf } from "../mesh/services.js";
 import { Telemetry } from "../telemetry/pipeline.js";
-import { responseSentKey, rpcTelemetry, whenClosed } from "../telemetry/rpc.js";
-import { authenticator, authInterceptor, certificateKey, loadTokens } from "./auth.js";
+import { responseSentKey, whenClosed } from "../telemetry/rpc.js";
+import { certificateKey, loadTokens } from "./auth.js";
 import { makeBridge, makeDefectReporter } from "./bridge.js";
 import { consoleEndpoint } from "./console.js";
 import { makeCors } from "./cors.js";
 import { plainEndpoints } from "./endpoints.js";
+import { serveNativeGrpc } from "./grpc-native.js";
 import { HealthRegistry, OVERALL } from "./health.js";
-import { type Handler, listen, writeHead } from "./http.js";
+import { type Handler, type Listening, listen, writeHead } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
-import { makeLimits } from "./limits.js";
+import { makePolicy } from "./policy.js";
 import { makeRelay } from "./relay.js";
-import { type AppServices, routes, servedServices } from "./routes.js";
+import { type AppServices, implementations, routes, servedServices } from "./routes.js";
 import { clientCertificateName, peerTls, tlsOptions } from "./tls.js";
 
 export interface MeshServerShape {
@@ -31,6 +32,8 @@ export interface MeshServerShape {
   readonly port: number;
   /** Base URL for clients, e.g. `http://127.0.0.1:8080`. */
   readonly url: string;
+  /** Base URL of the native gRPC server (grpc-js, the fast path), unless it is off. */
+  readonly grpcUrl: string | undefined;
 }
 
 export class MeshServer extends Context.Tag("fo/MeshServer")<MeshServer, MeshServerShape>() {}
@@ -63,17 +66,19 @@ export const MeshServerLive = Layer.scoped(
       trustedForwarders: config.security.trustedForwarders,
     };
     const authenticates = auth.tokens !== undefined || auth.mtls;
-    const observe = rpcTelemetry(telemetry);
-    const limits = makeLimits({
-      rate: config.security.rateLimit,
-      maxStreams: config.security.maxStreamsPerClient,
+    const policy = makePolicy({
+      auth: authenticates ? auth : undefined,
+      limits: { rate: config.security.rateLimit, maxStreams: config.security.maxStreamsPerClient },
+      telemetry,
     });
+    const reportDefect = makeDefectReporter(runtime);
+    const services = implementations(makeBridge(runtime, shutdown.signal));
     // Connect gives `contextValues` the request only; the telemetry needs its response. Each
     // entry is deleted once read: a WeakMap's entries otherwise keep the request and response
     // alive until a full GC, and the heap grew to twice its size under load.
     const responses = new WeakMap<object, Parameters<Handler>[1]>();
     const connect = connectNodeAdapter({
-      routes: routes(makeBridge(runtime, shutdown.signal)),
+      routes: routes(services),
       contextValues: (req) => {
         const values = createContextValues()
           .set(peerKey, peerName(req.socket))
@@ -83,12 +88,7 @@ export const MeshServerLive = Layer.scoped(
         return res === undefined ? values : values.set(responseSentKey, whenClosed(res));
       },
       // Outermost first: telemetry sees the final status of every call, including refusals.
-      interceptors: [
-        observe.interceptor,
-        ...(authenticates ? [authInterceptor(auth)] : []),
-        limits.interceptor,
-        errorInterceptor(makeDefectReporter(runtime)),
-      ],
+      interceptors: [...policy.interceptors, errorInterceptor(reportDefect)],
       readMaxBytes: config.maxRequestBytes,
       // Compressing small responses costs more CPU and latency than it saves on a mesh network.
       compressMinBytes: COMPRESS_MIN_BYTES,
@@ -117,9 +117,7 @@ export const MeshServerLive = Layer.scoped(
               makeRelay({
                 services: relayed,
                 route: client.value.route,
-                ...(authenticates ? { authenticate: authenticator(auth) } : {}),
-                limits,
-                telemetry: observe,
+                policy,
                 propagator: telemetry.propagator,
                 maxRequestBytes: config.maxRequestBytes,
                 ...(tls === undefined ? {} : { tls }),
@@ -154,6 +152,8 @@ export const MeshServerLive = Layer.scoped(
         yield* health.set(service.typeName, "SERVING");
     }
 
+    // Both servers drain together, when the one port's release begins.
+    let native: Listening | undefined;
     const listening = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: () => listen(handler, config.host, config.port, tlsOptions(config.security)),
@@ -165,12 +165,40 @@ export const MeshServerLive = Layer.scoped(
           yield* health.drain;
           yield* Effect.sleep(ANNOUNCE_DRAIN);
           shutdown.abort();
-          yield* Effect.promise(() => l.close(Duration.toMillis(config.drainTimeout)));
+          yield* Effect.promise(() =>
+            Promise.all([
+              l.close(Duration.toMillis(config.drainTimeout)),
+              native?.close(Duration.toMillis(config.drainTimeout)),
+            ]),
+          );
           yield* Effect.logInfo("server closed");
         }),
     );
+    const grpcPort = config.grpcPort;
+    native =
+      grpcPort === undefined
+        ? undefined
+        : yield* Effect.tryPromise({
+            try: () =>
+              serveNativeGrpc({
+                services,
+                policy,
+                reportDefect,
+                host: config.host,
+                port: grpcPort,
+                tls: tlsOptions(config.security),
+                maxRequestBytes: config.maxRequestBytes,
+                recursionLimit: MESSAGE_DEPTH_LIMIT,
+              }),
+            catch: (e) =>
+              new Error(`cannot serve native gRPC on ${config.host}:${grpcPort}: ${String(e)}`),
+          });
     const scheme = Option.isSome(config.security.tlsCert) ? "https" : "http";
-    const url = `${scheme}://${config.host.includes(":") ? `[${config.host}]` : config.host}:${listening.port}`;
-    return { port: listening.port, url };
+    const host = config.host.includes(":") ? `[${config.host}]` : config.host;
+    return {
+      port: listening.port,
+      url: `${scheme}://${host}:${listening.port}`,
+      grpcUrl: native && `${scheme}://${host}:${native.port}`,
+    };
   }),
 );

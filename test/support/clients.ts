@@ -7,11 +7,25 @@ import {
   createGrpcWebTransport,
 } from "@connectrpc/connect-node";
 
+/**
+ * The native gRPC server (grpc-js) of each mesh a test started, by the mesh's
+ * one-port URL: the "gRPC, native port" protocol calls it instead.
+ */
+export const nativeGrpcUrls = new Map<string, string>();
+
+const nativeUrl = (baseUrl: string) => {
+  const url = nativeGrpcUrls.get(baseUrl);
+  if (url === undefined) throw new Error(`no native gRPC port is known for ${baseUrl}`);
+  return url;
+};
+
 export const protocols = {
   "Connect over HTTP/1.1": (baseUrl: string) =>
     createConnectTransport({ baseUrl, httpVersion: "1.1" }),
   "Connect over HTTP/2": (baseUrl: string) => createConnectTransport({ baseUrl, httpVersion: "2" }),
   "gRPC (h2c)": (baseUrl: string) => createGrpcTransport({ baseUrl }),
+  "gRPC, native port (grpc-js)": (baseUrl: string) =>
+    createGrpcTransport({ baseUrl: nativeUrl(baseUrl) }),
   "gRPC-Web over HTTP/1.1": (baseUrl: string) =>
     createGrpcWebTransport({ baseUrl, httpVersion: "1.1" }),
   "gRPC-Web over HTTP/2": (baseUrl: string) =>

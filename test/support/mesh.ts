@@ -8,10 +8,13 @@ import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
 import { HealthRegistry } from "../../src/server/health.js";
 import { MeshServer } from "../../src/server/server.js";
 import type { TelemetryOptions } from "../../src/telemetry/pipeline.js";
+import { nativeGrpcUrls } from "./clients.js";
 
 export interface TestMesh {
   readonly url: string;
   readonly port: number;
+  /** The native gRPC server (grpc-js), unless the overrides turned it off. */
+  readonly grpcUrl: string | undefined;
   readonly health: HealthRegistry;
   /** Graceful shutdown, as on SIGTERM. */
   readonly close: () => Promise<void>;
@@ -27,6 +30,7 @@ export const startMesh = async (
   const config = {
     ...defaults,
     port: 0,
+    grpcPort: 0,
     datastore: { ...defaults.datastore, dataDir },
     ...overrides,
   };
@@ -36,9 +40,19 @@ export const startMesh = async (
       Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)),
     ),
   );
-  const { url, port } = await runtime.runPromise(MeshServer);
+  const { url, port, grpcUrl } = await runtime.runPromise(MeshServer);
   const health = await runtime.runPromise(HealthRegistry);
-  return { url, port, health, close: () => runtime.dispose() };
+  if (grpcUrl !== undefined) nativeGrpcUrls.set(url, grpcUrl);
+  return {
+    url,
+    port,
+    grpcUrl,
+    health,
+    close: async () => {
+      nativeGrpcUrls.delete(url);
+      await runtime.dispose();
+    },
+  };
 };
 
 /** Runs an effect of the health registry (tests flip statuses with it). */

@@ -9,6 +9,8 @@ import { createInterface } from "node:readline";
 export interface MeshProcess {
   readonly child: ChildProcess;
   readonly url: string;
+  /** The native gRPC server's URL, unless it is off. */
+  readonly grpcUrl: string | undefined;
   /** Every stdout line so far. */
   readonly lines: string[];
   /** Resolves with the exit code. */
@@ -30,15 +32,17 @@ export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshP
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);
   const lines: string[] = [];
+  let grpcUrl: string | undefined;
   const url = await new Promise<string>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       lines.push(line);
       const match = /listening on (http:\/\/\S+)/.exec(line);
+      grpcUrl ??= /native gRPC on (http:\/\/[^\s"]+)/.exec(line)?.[1];
       if (match?.[1]) resolve(match[1]);
     });
     exited.then((code) => reject(new Error(`mesh exited with ${code} before listening`)));
   });
-  return { child, url, lines, exited };
+  return { child, url, grpcUrl, lines, exited };
 };
 
 /** Runs the mesh expecting it to stop by itself; returns its exit code and stderr. */

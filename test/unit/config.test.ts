@@ -31,6 +31,7 @@ describe("configuration", () => {
     );
     expect(config).toMatchObject({
       port: 9090,
+      grpcPort: 10090,
       host: "0.0.0.0",
       maxRequestBytes: 1024,
       corsOrigins: ["https://a.example", "https://b.example"],
@@ -39,9 +40,20 @@ describe("configuration", () => {
     expect(Duration.toMillis(config.drainTimeout)).toBe(3000);
   });
 
+  it("serves native gRPC on FO_PORT + 1000, on a port of its own, or not at all", () => {
+    const grpcPort = (env: Record<string, string>) => Either.getOrThrow(load(env)).grpcPort;
+    expect(grpcPort({})).toBe(9080);
+    expect(grpcPort({ FO_PORT: "65000" })).toBe(0);
+    expect(grpcPort({ FO_PORT: "0" })).toBe(0);
+    expect(grpcPort({ FO_GRPC_PORT: "50051" })).toBe(50051);
+    expect(grpcPort({ FO_GRPC_PORT: "OFF" })).toBeUndefined();
+  });
+
   it.each([
     [{ FO_PORT: "http" }, "FO_PORT"],
     [{ FO_PORT: "70000" }, "FO_PORT: must be a port number 0-65535"],
+    [{ FO_GRPC_PORT: "grpc" }, "FO_GRPC_PORT: must be a port number 0-65535 or `off`"],
+    [{ FO_GRPC_PORT: "65536" }, "FO_GRPC_PORT: must be a port number 0-65535 or `off`"],
     [{ FO_MAX_REQUEST_BYTES: "0" }, "FO_MAX_REQUEST_BYTES: must be a positive number of bytes"],
     [{ FO_LOG_LEVEL: "loud" }, "FO_LOG_LEVEL: must be one of"],
     [{ FO_DRAIN_TIMEOUT: "soon" }, "FO_DRAIN_TIMEOUT"],

@@ -18,12 +18,11 @@ import {
   MemoryManagerService,
 } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { defaultConfig, MeshConfig } from "../../src/config.js";
-import { type Authenticate, authenticator } from "../../src/server/auth.js";
+import type { AuthOptions } from "../../src/server/auth.js";
 import { type Listening, listen, writeHead } from "../../src/server/http.js";
-import { makeLimits } from "../../src/server/limits.js";
+import { makePolicy, type Policy } from "../../src/server/policy.js";
 import { makeRelay, type Relay } from "../../src/server/relay.js";
 import { Telemetry, telemetryLayer } from "../../src/telemetry/pipeline.js";
-import { rpcTelemetry } from "../../src/telemetry/rpc.js";
 import { failureOf, type ProtocolName, protocols } from "../support/clients.js";
 
 const EXISTS = `/${MemoryManagerService.typeName}/Exists`;
@@ -115,9 +114,16 @@ let downed: string[];
 let leftToConnect: string[];
 
 const startFront = async (
-  over: { authenticate?: Authenticate; meshToken?: string; maxRequestBytes?: number } = {},
+  over: {
+    auth?: AuthOptions;
+    admit?: Policy["admit"];
+    meshToken?: string;
+    maxRequestBytes?: number;
+  } = {},
 ) => {
   const telemetry = await runtime.runPromise(Telemetry);
+  const { auth, admit, ...rest } = over;
+  const policy = makePolicy({ auth, limits: { rate: 0, maxStreams: 10 }, telemetry });
   relay = makeRelay({
     services: [MemoryManagerService],
     route: {
@@ -126,11 +132,10 @@ const startFront = async (
         downed.push(url);
       },
     },
-    limits: makeLimits({ rate: 0, maxStreams: 10 }),
-    telemetry: rpcTelemetry(telemetry),
+    policy: admit === undefined ? policy : { ...policy, admit },
     propagator: telemetry.propagator,
     maxRequestBytes: over.maxRequestBytes ?? 1024 * 1024,
-    ...over,
+    ...rest,
   });
   front = await listen(
     (req, res) => {
@@ -235,15 +240,13 @@ describe("the relay", () => {
   });
 
   it("passes on the principal it authenticated, when there is no header to pass", async () => {
-    await setup({ authenticate: () => "importer" });
+    await setup({ admit: () => ({ principal: "importer", release: undefined }) });
     await memory().exists({ address });
     expect(upstream.seen[0]?.headers["fo-forwarded-principal"]).toBe("importer");
   });
 
   it("leaves calls it refuses, does not know, or has no node for, to Connect", async () => {
-    await setup({
-      authenticate: authenticator({ tokens: [], mtls: false, trustedForwarders: [] }),
-    });
+    await setup({ auth: { tokens: [], mtls: false, trustedForwarders: [] } });
     await failureOf(memory().exists({ address }));
     expect(leftToConnect).toEqual([EXISTS]);
     relay.close();

@@ -1,0 +1,317 @@
+/**
+ * Native gRPC served by `@grpc/grpc-js` on a port of its own
+ * (`FO_GRPC_PORT`), the fast path for gRPC clients: grpc-js costs a fraction
+ * of connect-node's CPU per call. The one port keeps serving gRPC too, for
+ * clients that know only it.
+ *
+ * It serves the same implementations as connect-node (routes.ts) under the
+ * same policy (policy.ts: authentication, fair shares, telemetry) and the
+ * same error table: a failure leaves with its status, its message and
+ * `grpc-status-details-bin` carrying the ErrorDetail (and BadRequest), as
+ * connect-node's gRPC sends it. Messages are decoded and encoded here with
+ * protobuf-es, so a malformed request gets a status like any other failure.
+ */
+import { once } from "node:events";
+import type { SecureServerOptions } from "node:http2";
+import {
+  create,
+  type DescMethod,
+  fromBinary,
+  isMessage,
+  type MessageShape,
+  toBinary,
+} from "@bufbuild/protobuf";
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  createHandlerContext,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
+import * as grpc from "@grpc/grpc-js";
+import type { TextMapGetter } from "@opentelemetry/api";
+import { peerKey } from "../common/caller.js";
+import { OK, rpcSpanKey } from "../telemetry/rpc.js";
+import { certificateKey, principalKey } from "./auth.js";
+import type { Listening } from "./http.js";
+import { MAX_STREAMS_PER_CONNECTION } from "./http.js";
+import { callError, type ReportDefect } from "./interceptors.js";
+import type { Admission, Policy } from "./policy.js";
+import type { ServedService } from "./served.js";
+
+export interface NativeGrpcOptions {
+  readonly services: ReadonlyArray<ServedService>;
+  readonly policy: Policy;
+  readonly reportDefect: ReportDefect;
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  /** Certificate and key (and client CA for mTLS), as the one port's TLS. */
+  readonly tls: SecureServerOptions | undefined;
+  readonly maxRequestBytes: number;
+  /** Deepest message nesting a request may have. */
+  readonly recursionLimit: number;
+}
+
+const metadataGetter: TextMapGetter<grpc.Metadata> = {
+  keys: (md) => Object.keys(md.getMap()),
+  get: (md, key) => {
+    const values = md.get(key);
+    return values.length === 0 ? undefined : String(values[0]);
+  },
+};
+
+/** A request header as connect-node would give it; binary (`-bin`) values are not headers here. */
+const headerOf = (md: grpc.Metadata) => (name: string) => {
+  const values = md.get(name);
+  if (values.length === 0 || typeof values[0] !== "string") return null;
+  return values.join(", ");
+};
+
+const headersOf = (md: grpc.Metadata): Headers => {
+  const headers = new Headers();
+  for (const [key, value] of Object.entries(md.getMap()))
+    if (typeof value === "string") headers.set(key, value);
+  return headers;
+};
+
+/** The error as grpc-js sends it: status, message, and the details connect-node would send. */
+const toStatus = (error: ConnectError): Partial<grpc.StatusObject> => {
+  const metadata = new grpc.Metadata();
+  const details = setTrailerStatus(new Headers(), error).get("grpc-status-details-bin");
+  if (details !== null) metadata.set("grpc-status-details-bin", Buffer.from(details, "base64"));
+  return { code: error.code as number as grpc.status, details: error.rawMessage, metadata };
+};
+
+const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
+
+type Call = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer>;
+
+export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Listening> => {
+  const { policy, reportDefect } = options;
+  const readOptions = { readUnknownFields: true, recursionLimit: options.recursionLimit };
+
+  /** Everything a call needs before its handler runs; undefined when the policy refused it. */
+  const begin = (
+    method: DescMethod,
+    call: Omit<Call, "request" | "write" | "end">,
+    fail: (error: ConnectError, finish: (error: ConnectError) => void) => void,
+  ) => {
+    const info = { service: method.parent, method };
+    const observed = policy.telemetry.start(
+      method.parent.typeName,
+      method.name,
+      "grpc",
+      call.metadata,
+      metadataGetter,
+    );
+    const certificate = certificateName(call);
+    const peer = call.getPeer();
+    let admission: Admission | undefined;
+    let ctx: ReturnType<typeof createHandlerContext> | undefined;
+    let done = false;
+    const finish = (code: number, message?: string) => {
+      if (done) return;
+      done = true;
+      admission?.release?.();
+      // Clears the deadline's timer; the call is over, so nothing listens any more.
+      ctx?.abort();
+      // After the answer's bytes are queued: the span's work does not stand in front of them.
+      setImmediate(() => observed.finish(code, message));
+    };
+    const finishWith = (error: ConnectError) => finish(error.code, error.rawMessage);
+    try {
+      admission = policy.admit({ method, header: headerOf(call.metadata), certificate, peer });
+    } catch (e) {
+      fail(callError(info, e, false, reportDefect), finishWith);
+      return undefined;
+    }
+    const cancelled = new AbortController();
+    call.once("cancelled", () => {
+      cancelled.abort(new ConnectError("the client cancelled the call", Code.Canceled));
+      finish(Code.Canceled, "the client cancelled the call");
+    });
+    const deadline = call.getDeadline();
+    const ms = deadline instanceof Date ? deadline.getTime() : deadline;
+    ctx = createHandlerContext({
+      service: method.parent,
+      method,
+      protocolName: "grpc",
+      requestMethod: "POST",
+      url: `/${method.parent.typeName}/${method.name}`,
+      timeoutMs: Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined,
+      requestSignal: cancelled.signal,
+      requestHeader: headersOf(call.metadata),
+      contextValues: createContextValues()
+        .set(peerKey, peer)
+        .set(certificateKey, certificate)
+        .set(principalKey, admission.principal)
+        .set(rpcSpanKey, observed.span),
+    });
+    /** The error a throw becomes, reported and sent once. */
+    const failed = (e: unknown) =>
+      fail(callError(info, e, cancelled.signal.aborted, reportDefect), finishWith);
+    return { ctx: ctx as HandlerContext, finish, failed };
+  };
+
+  const decode = <M extends DescMethod>(schema: M["input"], bytes: Buffer) => {
+    try {
+      return fromBinary(schema, bytes, readOptions);
+    } catch (e) {
+      throw new ConnectError(`parse binary: ${(e as Error).message}`, Code.Internal);
+    }
+  };
+  const encode = (method: DescMethod, message: unknown) =>
+    asBuffer(
+      toBinary(
+        method.output,
+        isMessage(message, method.output)
+          ? message
+          : create(method.output, message as MessageShape<typeof method.output>),
+      ),
+    );
+
+  /** Writes a stream of answers with backpressure, then the status. */
+  const writeAll = async (
+    method: DescMethod,
+    call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>,
+    answers: AsyncIterable<unknown>,
+    ctx: HandlerContext,
+  ) => {
+    for await (const answer of answers) {
+      if (!call.write(encode(method, answer)) && !ctx.signal.aborted)
+        await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
+    }
+    call.end();
+  };
+
+  const handlerOf = (method: DescMethod, impl: (...args: never[]) => unknown) => {
+    const run = impl as (req: unknown, ctx: HandlerContext) => unknown;
+    switch (method.methodKind) {
+      case "unary":
+        return (call: Call, callback: grpc.sendUnaryData<Buffer>) => {
+          const started = begin(method, call, (error, finish) => {
+            callback(toStatus(error));
+            finish(error);
+          });
+          if (started === undefined) return;
+          const { ctx, finish, failed } = started;
+          Promise.resolve()
+            .then(() => run(decode(method.input, call.request), ctx))
+            .then((answer) => {
+              callback(null, encode(method, answer));
+              finish(OK);
+            }, failed);
+        };
+      case "server_streaming":
+        return (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
+          const started = begin(method, call as Call, (error, finish) => {
+            call.emit("error", toStatus(error));
+            finish(error);
+          });
+          if (started === undefined) return;
+          const { ctx, finish, failed } = started;
+          Promise.resolve()
+            .then(() =>
+              writeAll(
+                method,
+                call,
+                run(decode(method.input, call.request), ctx) as AsyncIterable<unknown>,
+                ctx,
+              ),
+            )
+            .then(() => finish(OK), failed);
+        };
+      case "bidi_streaming":
+      case "client_streaming": {
+        const bidi = method.methodKind === "bidi_streaming";
+        return (
+          call: grpc.ServerDuplexStream<Buffer, Buffer>,
+          callback?: grpc.sendUnaryData<Buffer>,
+        ) => {
+          const started = begin(method, call as unknown as Call, (error, finish) => {
+            if (callback) callback(toStatus(error));
+            else call.emit("error", toStatus(error));
+            finish(error);
+          });
+          if (started === undefined) return;
+          const { ctx, finish, failed } = started;
+          const requests = (async function* () {
+            for await (const bytes of call as AsyncIterable<Buffer>)
+              yield decode(method.input, bytes);
+          })();
+          Promise.resolve()
+            .then(async () => {
+              const answer = run(requests, ctx);
+              if (bidi) await writeAll(method, call, answer as AsyncIterable<unknown>, ctx);
+              else callback?.(null, encode(method, await answer));
+            })
+            .then(() => finish(OK), failed);
+        };
+      }
+    }
+  };
+
+  const server = new grpc.Server({
+    "grpc.max_receive_message_length": options.maxRequestBytes,
+    "grpc.max_send_message_length": -1,
+    "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+  });
+  for (const { service, impl } of options.services) {
+    const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
+    const handlers: grpc.UntypedServiceImplementation = {};
+    for (const method of service.methods) {
+      const fn = (impl as Record<string, ((...args: never[]) => unknown) | undefined>)[
+        method.localName
+      ];
+      if (fn === undefined) continue;
+      definition[method.name] = {
+        path: `/${service.typeName}/${method.name}`,
+        requestStream:
+          method.methodKind === "client_streaming" || method.methodKind === "bidi_streaming",
+        responseStream:
+          method.methodKind === "server_streaming" || method.methodKind === "bidi_streaming",
+        requestSerialize: (b: Buffer) => b,
+        requestDeserialize: (b: Buffer) => b,
+        responseSerialize: (b: Buffer) => b,
+        responseDeserialize: (b: Buffer) => b,
+        originalName: method.localName,
+      };
+      handlers[method.name] = handlerOf(method, fn.bind(impl)) as grpc.UntypedHandleCall;
+    }
+    server.addService(definition, handlers);
+  }
+
+  const credentials =
+    options.tls === undefined
+      ? grpc.ServerCredentials.createInsecure()
+      : grpc.ServerCredentials.createSsl(
+          (options.tls.ca as Buffer | undefined) ?? null,
+          [{ private_key: options.tls.key as Buffer, cert_chain: options.tls.cert as Buffer }],
+          options.tls.ca !== undefined,
+        );
+  const address = `${options.host.includes(":") ? `[${options.host}]` : options.host}:${options.port}`;
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(address, credentials, (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    ),
+  );
+
+  return {
+    port,
+    close: async (drainMs) => {
+      // Takes no new calls; waits for the ones in flight, then cuts what is left.
+      const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      const timer = setTimeout(() => server.forceShutdown(), drainMs);
+      await drained;
+      clearTimeout(timer);
+    },
+  };
+};
+
+/** Subject CN of the verified client certificate (mTLS), if any. */
+const certificateName = (call: Pick<Call, "getAuthContext">): string | undefined => {
+  const cn = call.getAuthContext().sslPeerCertificate?.subject?.CN;
+  return typeof cn === "string" && cn !== "" ? cn : undefined;
+};
