@@ -33,8 +33,15 @@ import type { LogRecord, StoreUnavailable, TopicPartition } from "./log.js";
 export const COMMIT_INTERVAL_MS = 50;
 /** How long a dead-letter write that failed waits before it is tried again. */
 const DEAD_LETTER_RETRY_MS = 1000;
-/** Acks of deliveries dropped by a reassignment are remembered this many at most. */
+/** Acks of deliveries dropped by a reassignment (or past their deadline) are remembered this many at most. */
 const SUPERSEDED_MAX = 10_000;
+/**
+ * Ack deadlines are checked in ticks of this length (a delivery expires up to
+ * one tick after its deadline): one timer per tick for every delivery due
+ * in it, instead of a timer set and cleared per delivery, which cost more
+ * than the rest of a delivery's bookkeeping at tens of thousands a second.
+ */
+const DEADLINE_TICK_MS = 100;
 
 export interface RetrySettings {
   readonly maxRetries: number;
@@ -78,7 +85,10 @@ interface Tracked {
   deliveryId?: string;
   member?: Member;
   lastMemberId?: string;
+  /** Pending retry wait, or dead-letter attempt. */
   timer?: ReturnType<typeof setTimeout>;
+  /** The deadline tick it expires in while in flight. */
+  due?: Set<Tracked>;
 }
 
 interface PartitionState {
@@ -109,7 +119,13 @@ export interface DispatcherHooks {
   readonly now: () => number;
 }
 
-export type SettleResult = "settled" | "superseded" | "unknown";
+/**
+ * What became of a settled delivery id: `superseded` (dropped by a
+ * reassignment: the ack is a no-op), `late` (its ack deadline passed and the
+ * message went back to be redelivered), `unknown` (never handed out here, or
+ * settled already).
+ */
+export type SettleResult = "settled" | "superseded" | "late" | "unknown";
 
 const tpKey = (topic: string, partition: number) => `${partition}@${topic}`;
 const offsetKey = (record: LogRecord) =>
@@ -124,6 +140,12 @@ export class Dispatcher {
   /** Attempts of records dropped by a reassignment, by coordinates. */
   private readonly attempts = new Map<string, number>();
   private readonly superseded = new Set<string>();
+  private readonly late = new Set<string>();
+  /** In-flight deliveries by the deadline tick they expire at. */
+  private readonly deadlines = new Map<
+    number,
+    { readonly due: Set<Tracked>; readonly timer: ReturnType<typeof setTimeout> }
+  >();
   private readonly dirty = new Map<string, TopicPartition & { offset: number }>();
   private commitTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
@@ -161,6 +183,7 @@ export class Dispatcher {
     }
     const orphans = [...this.inFlight.values()].filter((t) => t.member === member);
     for (const t of orphans) {
+      if (t.deliveryId) this.remember(this.late, t.deliveryId);
       this.stopTracking(t);
       t.lastMemberId = member.id;
       t.state = "ready";
@@ -171,20 +194,34 @@ export class Dispatcher {
 
   /** The log's onRecord: queues the record and waits for room in its partition's backlog. */
   offer(record: LogRecord): Promise<void> {
+    return this.offerAll([record]);
+  }
+
+  /**
+   * The log's onRecords: queues consecutive records of one partition and
+   * waits for room in its backlog (which a batch may overfill by its size:
+   * the log's fetch size bounds it).
+   */
+  offerAll(records: ReadonlyArray<LogRecord>): Promise<void> {
     if (this.closed) return Promise.resolve();
-    const partition = this.partitionOf(record);
-    const tracked: Tracked = {
-      record,
-      message: fromRecord(record),
-      partition,
-      attempt: this.attempts.get(offsetKey(record)) ?? 0,
-      state: "new",
-    };
-    partition.pending.push(tracked);
-    partition.backlog.push(tracked);
+    let partition: PartitionState | undefined;
+    for (const record of records) {
+      partition = this.partitionOf(record);
+      const tracked: Tracked = {
+        record,
+        message: fromRecord(record),
+        partition,
+        attempt: this.attempts.size === 0 ? 0 : (this.attempts.get(offsetKey(record)) ?? 0),
+        state: "new",
+      };
+      partition.pending.push(tracked);
+      partition.backlog.push(tracked);
+    }
     this.pump();
-    if (partition.backlog.length < this.backlogLimit()) return Promise.resolve();
-    return new Promise((resolve) => partition.waiters.push(resolve));
+    if (partition === undefined || partition.backlog.length < this.backlogLimit())
+      return Promise.resolve();
+    const waiting = partition;
+    return new Promise((resolve) => waiting.waiters.push(resolve));
   }
 
   /** The log's onAssigned: what is not committed comes again from the log. */
@@ -193,7 +230,7 @@ export class Dispatcher {
     for (const [key, partition] of this.partitions) {
       for (const t of partition.pending) {
         if (t.attempt > 0 && keep.has(key)) this.attempts.set(offsetKey(t.record), t.attempt);
-        if (t.state === "in-flight" && t.deliveryId) this.remember(t.deliveryId);
+        if (t.state === "in-flight" && t.deliveryId) this.remember(this.superseded, t.deliveryId);
         this.stopTracking(t);
         t.state = "done";
       }
@@ -209,7 +246,7 @@ export class Dispatcher {
 
   ack(deliveryId: string): SettleResult {
     const t = this.inFlight.get(deliveryId);
-    if (!t) return this.superseded.has(deliveryId) ? "superseded" : "unknown";
+    if (!t) return this.forgotten(deliveryId);
     this.stopTracking(t);
     this.done(t);
     return "settled";
@@ -225,7 +262,7 @@ export class Dispatcher {
     delayMs: number,
   ): { readonly result: SettleResult; readonly deadLettered?: Promise<void> } {
     const t = this.inFlight.get(deliveryId);
-    if (!t) return { result: this.superseded.has(deliveryId) ? "superseded" : "unknown" };
+    if (!t) return { result: this.forgotten(deliveryId) };
     return { result: "settled", deadLettered: this.fail(t, reason, delayMs) };
   }
 
@@ -237,7 +274,17 @@ export class Dispatcher {
     for (const member of this.members.values()) member.inFlight = 0;
     this.members.clear();
     clearTimeout(this.commitTimer);
+    for (const { timer } of this.deadlines.values()) clearTimeout(timer);
+    this.deadlines.clear();
     return flushed;
+  }
+
+  private forgotten(deliveryId: string): SettleResult {
+    return this.superseded.has(deliveryId)
+      ? "superseded"
+      : this.late.has(deliveryId)
+        ? "late"
+        : "unknown";
   }
 
   private fail(t: Tracked, reason: string, delayMs: number): Promise<void> | undefined {
@@ -395,17 +442,45 @@ export class Dispatcher {
     t.state = "in-flight";
     member.inFlight += 1;
     this.inFlight.set(deliveryId, t);
-    t.timer = setTimeout(() => {
-      t.timer = undefined;
-      if (this.inFlight.get(deliveryId) === t) void this.fail(t, "ack deadline exceeded", 0);
-    }, member.ackDeadlineMs);
+    this.expireAt(t, this.hooks.now() + member.ackDeadlineMs);
     member.deliver(this.deliveryOf(t, deliveryId));
+  }
+
+  /** Puts an in-flight delivery in the first deadline tick at or after `due`. */
+  private expireAt(t: Tracked, due: number): void {
+    const at = Math.ceil(due / DEADLINE_TICK_MS) * DEADLINE_TICK_MS;
+    let tick = this.deadlines.get(at);
+    if (tick === undefined) {
+      const created = {
+        due: new Set<Tracked>(),
+        timer: setTimeout(() => this.expire(at), Math.max(0, at - this.hooks.now())),
+      };
+      this.deadlines.set(at, created);
+      tick = created;
+    }
+    tick.due.add(t);
+    t.due = tick.due;
+  }
+
+  /** The tick's deliveries missed their deadline: each goes back per the retry policy. */
+  private expire(at: number): void {
+    const tick = this.deadlines.get(at);
+    this.deadlines.delete(at);
+    if (tick === undefined) return;
+    for (const t of tick.due) {
+      t.due = undefined;
+      if (t.deliveryId === undefined || this.inFlight.get(t.deliveryId) !== t) continue;
+      this.remember(this.late, t.deliveryId);
+      void this.fail(t, "ack deadline exceeded", 0);
+    }
   }
 
   /** Forgets the delivery (and frees the member's slot) without deciding the record's fate. */
   private stopTracking(t: Tracked): void {
     if (t.timer) clearTimeout(t.timer);
     t.timer = undefined;
+    t.due?.delete(t);
+    t.due = undefined;
     if (t.deliveryId && this.inFlight.get(t.deliveryId) === t) {
       this.inFlight.delete(t.deliveryId);
       if (t.member) t.member.inFlight -= 1;
@@ -413,11 +488,11 @@ export class Dispatcher {
     t.member = undefined;
   }
 
-  private remember(deliveryId: string): void {
-    this.superseded.add(deliveryId);
-    if (this.superseded.size > SUPERSEDED_MAX) {
-      const oldest = this.superseded.values().next().value;
-      if (oldest !== undefined) this.superseded.delete(oldest);
+  private remember(ids: Set<string>, deliveryId: string): void {
+    ids.add(deliveryId);
+    if (ids.size > SUPERSEDED_MAX) {
+      const oldest = ids.values().next().value;
+      if (oldest !== undefined) ids.delete(oldest);
     }
   }
 

@@ -22,8 +22,10 @@
  *   or else from its end when the member starts reading it.
  * - One reading loop per assigned partition hands records over in offset
  *   order, the next only once `onRecord` completed; at the end it waits for
- *   the next append, which wakes it at once. A defect in `onRecord` is
- *   logged and the record handed over again a second later.
+ *   the next append, which wakes it at once. With `onRecords`, it hands over
+ *   everything appended since (up to `MAX_HANDOVER` records) at once. A
+ *   defect in the handler is logged and the same records handed over again
+ *   a second later.
  * - A commit counts only for partitions the member owns in the group's
  *   current assignment; others are ignored. A group nobody has been in for
  *   `retentionMs` is forgotten with its committed offsets (as Kafka's
@@ -54,6 +56,8 @@ const DEFAULT_SWEEP_INTERVAL = Duration.seconds(1);
 const COMPACT_AFTER = 1_024;
 /** How long a record whose `onRecord` died waits before it is handed over again. */
 const REDELIVERY_DELAY = Duration.seconds(1);
+/** Records one `onRecords` gets at most (about what a Kafka fetch of small records brings). */
+const MAX_HANDOVER = 500;
 
 interface Partition {
   /** `log[i]` has offset `base + i`; `log[0, head)` are trimmed, kept until compaction. */
@@ -243,32 +247,44 @@ export const EmbeddedMessageLog = {
             return Effect.zipRight(Deferred.await(p.appended), recordFrom(p, offset));
           });
 
-        const handOver = (handlers: ConsumeHandlers, record: LogRecord): Effect.Effect<void> =>
-          handlers
-            .onRecord(handedOut(record))
-            .pipe(
-              Effect.catchAllDefect((defect) =>
-                Effect.logError("onRecord died; the record is handed over again", defect).pipe(
-                  Effect.zipRight(Effect.sleep(REDELIVERY_DELAY)),
-                  Effect.zipRight(handOver(handlers, record)),
-                ),
+        /** Hands `records` (one, unless the handlers take several) over until it does not die. */
+        const handOver = (
+          handlers: ConsumeHandlers,
+          records: ReadonlyArray<LogRecord>,
+        ): Effect.Effect<void> =>
+          (handlers.onRecords
+            ? handlers.onRecords(records.map(handedOut))
+            : handlers.onRecord(handedOut(records[0] as LogRecord))
+          ).pipe(
+            Effect.catchAllDefect((defect) =>
+              Effect.logError("onRecord died; the record is handed over again", defect).pipe(
+                Effect.zipRight(Effect.sleep(REDELIVERY_DELAY)),
+                Effect.zipRight(handOver(handlers, records)),
               ),
-            );
+            ),
+          );
 
-        /** Hands the records of `p` from `offset` on over to `handlers`, one at a time, until closed. */
+        /** The record at `from` and those after it up to the end, at most `max`. */
+        const following = (p: Partition, from: LogRecord, max: number): LogRecord[] => {
+          const start = from.offset - p.base;
+          return p.log.slice(start, Math.min(p.log.length, start + max));
+        };
+
+        /** Hands the records of `p` from `offset` on over to `handlers`, in offset order, until closed. */
         const readLoop = (
           handlers: ConsumeHandlers,
           p: Partition,
           offset: number,
         ): Effect.Effect<void> =>
-          Effect.flatMap(recordFrom(p, offset), (record) =>
-            record === undefined
-              ? Effect.void
-              : Effect.zipRight(
-                  handOver(handlers, record),
-                  readLoop(handlers, p, record.offset + 1),
-                ),
-          );
+          Effect.flatMap(recordFrom(p, offset), (record) => {
+            if (record === undefined) return Effect.void;
+            const records = handlers.onRecords ? following(p, record, MAX_HANDOVER) : [record];
+            const last = records[records.length - 1] as LogRecord;
+            return Effect.zipRight(
+              handOver(handlers, records),
+              readLoop(handlers, p, last.offset + 1),
+            );
+          });
 
         const startReading = (
           group: Group,

@@ -13,9 +13,10 @@
  *   partition is assigned to one member at a time. A member reads a partition
  *   from the group's committed offset; with none, from the earliest retained
  *   record (`fromBeginning`) or from the end.
- * - Records reach `onRecord` in offset order per partition; the next record
- *   of that partition is not handed over before the previous `onRecord`
- *   effect completed (that is the back-pressure).
+ * - Records reach `onRecord` (or `onRecords`, several at a time) in offset
+ *   order per partition; the next record of that partition is not handed
+ *   over before the previous handler effect completed (that is the
+ *   back-pressure).
  * - After every (re)assignment `onAssigned` receives the member's whole
  *   assignment; reading then restarts at the committed offsets, so records
  *   handed over but not committed before come again. (A partition with no
@@ -72,6 +73,14 @@ export interface ConsumeOptions {
 export interface ConsumeHandlers {
   /** One record; the partition's next record waits until this completes. */
   readonly onRecord: (record: LogRecord) => Effect.Effect<void>;
+  /**
+   * When given, used instead of `onRecord`: consecutive records of one
+   * partition (one or more, in offset order) at once, with the same
+   * back-pressure (the partition's next records wait until this completes)
+   * and the same redelivery (a batch interrupted or failed comes again from
+   * the committed offset, or whole). Saves a handover per record.
+   */
+  readonly onRecords?: (records: ReadonlyArray<LogRecord>) => Effect.Effect<void>;
   /** The member's whole assignment, after every (re)assignment. */
   readonly onAssigned: (assignment: ReadonlyArray<TopicPartition>) => Effect.Effect<void>;
 }

@@ -51,6 +51,7 @@ const MessageBusImpl = Layer.scoped(
       publishEvent: publisher.publishEvent,
       publishBatch: publisher.publishBatch,
       subscribe: subscriptions.subscribe,
+      consume: subscriptions.consume,
       ack: subscriptions.ack,
       nack: subscriptions.nack,
       request: requests.request,

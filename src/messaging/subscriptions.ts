@@ -1,5 +1,5 @@
 /**
- * Subscribe, Ack and Nack. Subscriptions of one group that consume the same
+ * Subscribe, Ack, Nack and Consume. Subscriptions of one group that consume the same
  * topics in this instance share one log member (one Kafka consumer) and one
  * Dispatcher; the member joins the group with the first such subscription
  * and leaves it (after committing what is done) with the last one.
@@ -7,31 +7,81 @@
  * A subscription consumes its destination's command topic and/or the event
  * topics of its types, plus its group's retry topic (replayed dead letters).
  * Each client (connection) may hold `maxSubscriptionsPerClient` at once.
+ *
+ * Subscribe and Consume are two shapes of one subscription: Subscribe's
+ * deliveries are settled by the unary Ack / Nack (which find a delivery id
+ * in any group of this instance), Consume's by its own later requests. Both
+ * hand out what the dispatcher made ready as one response when batching,
+ * so a busy subscription costs one response per batch, not per message.
  */
 import { randomUUID } from "node:crypto";
 import type { MessageInitShape } from "@bufbuild/protobuf";
-import { Effect, Exit, FiberRef, Queue, Runtime, Scope, Stream } from "effect";
+import {
+  Chunk,
+  Deferred,
+  Effect,
+  Exit,
+  FiberRef,
+  Option,
+  Queue,
+  Runtime,
+  Scope,
+  Sink,
+  Stream,
+} from "effect";
 import type {
   AckRequest,
+  ConsumeRequest,
+  ConsumeResponseSchema,
+  ConsumeSettle,
   NackRequest,
   SubscribeRequest,
   SubscribeResponseSchema,
 } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { StartPosition } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import type { DeliverySchema } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { CurrentClient } from "../common/caller.js";
-import { type MeshError, NotFound, ResourceExhausted } from "../common/errors.js";
+import { InvalidArgument, type MeshError, NotFound, ResourceExhausted } from "../common/errors.js";
 import * as V from "../common/validate.js";
 import { durationField, unavailable } from "./common.js";
-import { type DeliveryOut, Dispatcher, type RetrySettings } from "./dispatcher.js";
+import {
+  type DeliveryOut,
+  Dispatcher,
+  type RetrySettings,
+  type SettleResult,
+} from "./dispatcher.js";
 import { name } from "./envelope.js";
 import type { Consumer, MessageLogShape, StoreUnavailable } from "./log.js";
 import type { Topics } from "./topics.js";
 
 type Item = MessageInitShape<typeof SubscribeResponseSchema>;
+type ConsumeItem = MessageInitShape<typeof ConsumeResponseSchema>;
+type DeliveryInit = MessageInitShape<typeof DeliverySchema>;
 
 const HOUR = 3_600_000;
 const MAX_EVENT_TYPES = 100;
 const MAX_ACKS = 1000;
+const MAX_BATCH = 1000;
+
+const deliveryOf = (d: DeliveryOut): DeliveryInit => ({
+  deliveryId: d.deliveryId,
+  attempt: d.attempt,
+  message: d.message,
+  topic: d.record.topic,
+  partition: d.record.partition,
+  offset: BigInt(d.record.offset),
+});
+
+/** Violations of a list of delivery ids; built only when one is bad (acks are the hot path). */
+const idViolations = (field: string, ids: ReadonlyArray<string>): V.Violations => {
+  let violations: V.Violations = [];
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i] as string;
+    if (id === "" || id.length > 256)
+      violations = [...violations, ...V.label(`${field}[${i}]`, id, 256)];
+  }
+  return violations;
+};
 
 export interface SubscriptionSettings {
   readonly maxSubscriptionsPerClient: number;
@@ -86,6 +136,9 @@ const settingsOf = (req: SubscribeRequest) => {
       : []),
     ...(maxRetries < 0 || maxRetries > 100
       ? [{ field: "retry.max_retries", description: "must be between 0 and 100" }]
+      : []),
+    ...(req.maxBatchSize < 0 || req.maxBatchSize > MAX_BATCH
+      ? [{ field: "max_batch_size", description: `must be between 0 and ${MAX_BATCH}` }]
       : []),
     ...deadline.violations,
     ...interval.violations,
@@ -144,6 +197,7 @@ export const makeSubscriptions = (
               { group, topics: consumed, fromBeginning },
               {
                 onRecord: (record) => Effect.promise(() => dispatcher.offer(record)),
+                onRecords: (records) => Effect.promise(() => dispatcher.offerAll(records)),
                 onAssigned: (assignment) => Effect.sync(() => dispatcher.reassigned(assignment)),
               },
             )
@@ -193,67 +247,145 @@ export const makeSubscriptions = (
           }),
       );
 
+    /**
+     * Opens a subscription for the scope: validated, counted against the
+     * client's limit, joined to its group's dispatcher (left when the scope
+     * closes: its unacknowledged deliveries go to the others, or back to the
+     * log). Deliveries arrive in the queue.
+     */
+    const open = (req: SubscribeRequest, field: string) =>
+      Effect.gen(function* () {
+        const s = settingsOf(req);
+        yield* V.check(
+          field === ""
+            ? s.violations
+            : s.violations.map((v) => ({ ...v, field: `${field}.${v.field}` })),
+        );
+        yield* clientSlot(yield* FiberRef.get(CurrentClient));
+        const consumed = [
+          ...(req.destination === "" ? [] : [topics.command(req.destination)]),
+          ...[...new Set(req.eventTypes)].sort().map(topics.event),
+          topics.retry(req.group),
+        ];
+        yield* unavailable(log.ensureTopics(consumed));
+        const { key, group } = yield* groupFor(
+          req.group,
+          consumed,
+          req.start !== StartPosition.LATEST,
+        );
+        const subscriptionId = randomUUID();
+        const queue = yield* Queue.unbounded<DeliveryOut>();
+        yield* Effect.acquireRelease(
+          Effect.sync(() =>
+            group.dispatcher.join({
+              id: subscriptionId,
+              maxInFlight: s.maxInFlight,
+              ackDeadlineMs: s.ackDeadlineMs,
+              retry: s.retry,
+              deliver: (d) => Queue.unsafeOffer(queue, d),
+            }),
+          ),
+          () =>
+            Effect.sync(() => group.dispatcher.leave(subscriptionId)).pipe(
+              Effect.zipRight(Queue.shutdown(queue)),
+              Effect.zipRight(release(key)),
+            ),
+        );
+        yield* Effect.logDebug("subscription opened").pipe(
+          Effect.annotateLogs({ subscription_id: subscriptionId, group: req.group }),
+        );
+        return {
+          subscribed: { subscriptionId, topics: consumed },
+          dispatcher: group.dispatcher,
+          maxInFlight: s.maxInFlight,
+          queue,
+        };
+      });
+
+    /** What is queued, as one array per pull (at most `max`). */
+    const batchesOf = (queue: Queue.Dequeue<DeliveryOut>, max: number) =>
+      Stream.fromQueue(queue, { maxChunkSize: max }).pipe(
+        Stream.mapChunks((chunk) => Chunk.of(Chunk.toReadonlyArray(chunk).map(deliveryOf))),
+      );
+
     const subscribe = (req: SubscribeRequest): Stream.Stream<Item, MeshError> =>
       Stream.unwrapScoped(
         Effect.gen(function* () {
-          const s = settingsOf(req);
-          yield* V.check(s.violations);
-          yield* clientSlot(yield* FiberRef.get(CurrentClient));
-          const consumed = [
-            ...(req.destination === "" ? [] : [topics.command(req.destination)]),
-            ...[...new Set(req.eventTypes)].sort().map(topics.event),
-            topics.retry(req.group),
-          ];
-          yield* unavailable(log.ensureTopics(consumed));
-          const { key, group } = yield* groupFor(
-            req.group,
-            consumed,
-            req.start !== StartPosition.LATEST,
-          );
-          const subscriptionId = randomUUID();
-          const queue = yield* Queue.unbounded<DeliveryOut>();
-          yield* Effect.acquireRelease(
-            Effect.sync(() =>
-              group.dispatcher.join({
-                id: subscriptionId,
-                maxInFlight: s.maxInFlight,
-                ackDeadlineMs: s.ackDeadlineMs,
-                retry: s.retry,
-                deliver: (d) => Queue.unsafeOffer(queue, d),
-              }),
+          const sub = yield* open(req, "");
+          const subscribed: Item = { event: { case: "subscribed", value: sub.subscribed } };
+          const deliveries: Stream.Stream<Item> =
+            req.maxBatchSize > 1
+              ? batchesOf(sub.queue, req.maxBatchSize).pipe(
+                  Stream.map(
+                    (batch): Item => ({
+                      event: { case: "deliveries", value: { deliveries: batch } },
+                    }),
+                  ),
+                )
+              : Stream.fromQueue(sub.queue).pipe(
+                  Stream.map((d): Item => ({ event: { case: "delivery", value: deliveryOf(d) } })),
+                );
+          return Stream.concat(Stream.make(subscribed), deliveries);
+        }),
+      );
+
+    /**
+     * The first request subscribes; every later one settles deliveries, in a
+     * fiber of the stream's scope. A bad request ends the stream with its
+     * error; the client half-closing ends it cleanly. Either way the
+     * subscription then leaves its group, so what it left unacknowledged is
+     * redelivered.
+     */
+    const consume = (
+      requests: Stream.Stream<ConsumeRequest>,
+    ): Stream.Stream<ConsumeItem, MeshError> =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const [first, rest] = yield* Stream.peel(requests, Sink.head());
+          const req = Option.getOrUndefined(first)?.request;
+          if (req?.case !== "subscribe") {
+            const violation = {
+              field: "subscribe",
+              description: "the first request must subscribe (later ones settle deliveries)",
+            };
+            return yield* new InvalidArgument({
+              message: `invalid ${violation.field}: ${violation.description}`,
+              violations: [violation],
+            });
+          }
+          const sub = yield* open(req.value, "subscribe");
+          const ended = yield* Deferred.make<void, MeshError>();
+          yield* rest.pipe(
+            Stream.runForEach((later) =>
+              later.request.case === "settle"
+                ? settle(later.request.value, sub.dispatcher)
+                : V.check([
+                    {
+                      field: later.request.case === "subscribe" ? "subscribe" : "settle",
+                      description:
+                        later.request.case === "subscribe"
+                          ? "only the first request subscribes"
+                          : "is required after the first request",
+                    },
+                  ]),
             ),
-            () =>
-              Effect.sync(() => group.dispatcher.leave(subscriptionId)).pipe(
-                Effect.zipRight(Queue.shutdown(queue)),
-                Effect.zipRight(release(key)),
-              ),
+            Effect.exit,
+            Effect.flatMap((exit) => Deferred.done(ended, exit)),
+            Effect.forkScoped,
           );
-          yield* Effect.logDebug("subscription opened").pipe(
-            Effect.annotateLogs({ subscription_id: subscriptionId, group: req.group }),
-          );
-          const subscribed: Item = {
-            event: { case: "subscribed", value: { subscriptionId, topics: consumed } },
+          const subscribed: ConsumeItem = {
+            response: { case: "subscribed", value: sub.subscribed },
           };
           return Stream.concat(
             Stream.make(subscribed),
-            Stream.fromQueue(queue).pipe(
+            batchesOf(sub.queue, sub.maxInFlight).pipe(
               Stream.map(
-                (d): Item => ({
-                  event: {
-                    case: "delivery",
-                    value: {
-                      deliveryId: d.deliveryId,
-                      attempt: d.attempt,
-                      message: d.message,
-                      topic: d.record.topic,
-                      partition: d.record.partition,
-                      offset: BigInt(d.record.offset),
-                    },
-                  },
+                (batch): ConsumeItem => ({
+                  response: { case: "deliveries", value: { deliveries: batch } },
                 }),
               ),
             ),
-          );
+          ).pipe(Stream.interruptWhen(Deferred.await(ended)));
         }),
       );
 
@@ -274,17 +406,70 @@ export const makeSubscriptions = (
         // Acks are the hot path: no arrays per id, the first unknown id is enough.
         let unknown: string | undefined;
         for (const id of ids) {
-          let found = false;
-          for (const g of groups.values()) {
-            if (g.dispatcher.ack(id) !== "unknown") {
-              found = true;
-              break;
-            }
-          }
-          if (!found) unknown ??= id;
+          // Late acks are NOT_FOUND here, as they always were: the caller learns it was too slow.
+          if (settleIn(undefined, (d) => d.ack(id)) !== "settled") unknown ??= id;
         }
         if (unknown !== undefined) return yield* unknownDelivery(unknown);
         return {};
+      });
+
+    /**
+     * Settles a delivery in the group that handed it out, trying `first`
+     * (the caller's own) before the others. `settled` also for a superseded
+     * id, whose ack is a no-op.
+     */
+    const settleIn = (
+      first: Dispatcher | undefined,
+      f: (d: Dispatcher) => SettleResult,
+    ): "settled" | "late" | "unknown" => {
+      let late = false;
+      if (first !== undefined) {
+        const result = f(first);
+        if (result === "settled" || result === "superseded") return "settled";
+        late = result === "late";
+      }
+      for (const g of groups.values()) {
+        if (g.dispatcher === first) continue;
+        const result = f(g.dispatcher);
+        if (result === "settled" || result === "superseded") return "settled";
+        if (result === "late") late = true;
+      }
+      return late ? "late" : "unknown";
+    };
+
+    /**
+     * A Consume stream's settlement: everything is validated first; then
+     * each known id settled, late ones skipped (their message was handed out
+     * again), and NOT_FOUND names the first unknown one. Nacks do not wait for
+     * a dead-letter write: the record stays uncommitted until it is done.
+     */
+    const settle = (req: ConsumeSettle, own: Dispatcher) =>
+      Effect.gen(function* () {
+        const delays = req.nacks.map((n, i) =>
+          durationField(`settle.nacks[${i}].delay`, n.delay, { fallback: 0, min: 0, max: HOUR }),
+        );
+        yield* V.check(
+          req.ackIds.length + req.nacks.length > MAX_ACKS
+            ? [{ field: "settle", description: `at most ${MAX_ACKS} acks and nacks in all` }]
+            : [],
+          idViolations("settle.ack_ids", req.ackIds),
+          ...req.nacks.flatMap((n, i) => [
+            V.label(`settle.nacks[${i}].delivery_id`, n.deliveryId, 256),
+            V.label(`settle.nacks[${i}].reason`, n.reason, 1000, false),
+          ]),
+          ...delays.map((d) => d.violations),
+        );
+        let unknown: string | undefined;
+        for (const id of req.ackIds) {
+          if (settleIn(own, (d) => d.ack(id)) === "unknown") unknown ??= id;
+        }
+        req.nacks.forEach((n, i) => {
+          const reason = n.reason === "" ? "nacked" : n.reason;
+          const delayMs = delays[i]?.ms ?? 0;
+          if (settleIn(own, (d) => d.nack(n.deliveryId, reason, delayMs).result) === "unknown")
+            unknown ??= n.deliveryId;
+        });
+        if (unknown !== undefined) return yield* unknownDelivery(unknown);
       });
 
     const nack = (req: NackRequest) =>
@@ -301,7 +486,7 @@ export const makeSubscriptions = (
             req.reason === "" ? "nacked" : req.reason,
             delay.ms,
           );
-          if (result === "unknown") continue;
+          if (result === "unknown" || result === "late") continue;
           if (deadLettered) yield* Effect.promise(() => deadLettered);
           return { deadLettered: deadLettered !== undefined };
         }
@@ -321,5 +506,5 @@ export const makeSubscriptions = (
       return { subscriptions, inFlight, unfinished };
     };
 
-    return { subscribe, ack, nack, stats };
+    return { subscribe, consume, ack, nack, stats };
   });

@@ -8,6 +8,18 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { type Context, Effect, Stream } from "effect";
 import type { Bridge } from "./bridge.js";
 
+type Ctx<I> = Parameters<Bridge<I>["stream"]>[0];
+
+/**
+ * A bidi call's requests as the port sees them. A request that cannot be
+ * read (the client reset the stream, a malformed message) ends them like a
+ * half-close: the call itself fails or ends through its signal, which the
+ * bridge already watches, so the port never has to tell a transport error
+ * from a business one.
+ */
+const requestsOf = <A>(requests: AsyncIterable<A>): Stream.Stream<A> =>
+  Stream.fromAsyncIterable(requests, (e) => e).pipe(Stream.catchAll(() => Stream.empty));
+
 export const servePort = <
   S extends DescService,
   I,
@@ -21,18 +33,23 @@ export const servePort = <
   for (const method of service.methods) {
     const name = method.localName;
     const call = (port: P, req: unknown) => (port[name] as (r: unknown) => unknown)(req);
-    impl[name] =
-      method.methodKind === "server_streaming"
-        ? (req: unknown, ctx: Parameters<Bridge<I>["stream"]>[0]) =>
-            bridge.stream(
-              ctx,
-              Stream.unwrap(Effect.map(tag, (port) => call(port, req) as Stream.Stream<never>)),
-            )
-        : (req: unknown, ctx: Parameters<Bridge<I>["unary"]>[0]) =>
-            bridge.unary(
-              ctx,
-              Effect.flatMap(tag, (port) => call(port, req) as Effect.Effect<never>),
-            );
+    const streamOf = (req: unknown) =>
+      Stream.unwrap(Effect.map(tag, (port) => call(port, req) as Stream.Stream<never>));
+    switch (method.methodKind) {
+      case "server_streaming":
+        impl[name] = (req: unknown, ctx: Ctx<I>) => bridge.stream(ctx, streamOf(req));
+        break;
+      case "bidi_streaming":
+        impl[name] = (reqs: AsyncIterable<unknown>, ctx: Ctx<I>) =>
+          bridge.stream(ctx, streamOf(requestsOf(reqs)));
+        break;
+      default:
+        impl[name] = (req: unknown, ctx: Parameters<Bridge<I>["unary"]>[0]) =>
+          bridge.unary(
+            ctx,
+            Effect.flatMap(tag, (port) => call(port, req) as Effect.Effect<never>),
+          );
+    }
   }
   return impl as ServiceImpl<S>;
 };

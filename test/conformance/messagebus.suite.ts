@@ -14,26 +14,38 @@
  * policy, ack deadlines 1 s (the minimum). The only fixed waits watch for
  * something that must NOT happen (QUIET). Subscriptions run in the test's
  * scope; each test waits for `subscribed` before it sends.
+ *
+ * It runs once per consumer shape (ConsumerShape): Subscribe streams settled
+ * by unary Ack / Nack, one delivery per response or batched, and Consume
+ * streams settled on the stream itself. The rules are the same; where only
+ * what a caller can see differs (a Nack's `dead_lettered`, the errors of
+ * Ack), the helpers say so.
  */
 import { randomBytes, randomUUID } from "node:crypto";
-import type { MessageInitShape } from "@bufbuild/protobuf";
+import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { durationFromMs, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { describe, expect, layer, type Vitest } from "@effect/vitest";
 import {
   Cause,
   Chunk,
+  Context,
   Duration as D,
   Deferred,
   Effect,
   Exit,
   Fiber,
-  type Layer,
+  Layer,
   Option,
   Queue,
   Scope,
   Stream,
 } from "effect";
 import {
+  type ConsumeRequest,
+  ConsumeRequestSchema,
+  type ConsumeResponse,
+  ConsumeResponseSchema,
+  ConsumeSettleSchema,
   MessageBusService,
   StartPosition,
   type Subscribed,
@@ -46,6 +58,7 @@ import {
   type PublishReceipt,
 } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { CurrentClient } from "../../src/common/caller.js";
+import type { MeshError } from "../../src/common/errors.js";
 import type { MessageLog } from "../../src/messaging/log.js";
 import { MessageBus } from "../../src/messaging/MessageBus.js";
 import { HealthRegistry } from "../../src/server/health.js";
@@ -65,6 +78,15 @@ type EnvelopeFields = Exclude<
   { readonly $typeName: string }
 >;
 type SubscribeFields = Fields<"subscribe">;
+
+/**
+ * How the suite's subscriptions consume: `subscribe` (Subscribe, one
+ * delivery per response, settled by Ack / Nack, as clients written before
+ * batching do), `subscribe-batched` (the same with max_batch_size 100) or
+ * `consume` (Consume, settled on its own stream).
+ */
+export type Shape = "subscribe" | "subscribe-batched" | "consume";
+class ConsumerShape extends Context.Tag("test/ConsumerShape")<ConsumerShape, Shape>() {}
 
 const { call, open } = portCaller(MessageBusService, MessageBus);
 
@@ -124,22 +146,46 @@ const labelOf = (envelope: Envelope | undefined): string =>
 
 // --- Subscriptions ---------------------------------------------------------------
 
+/**
+ * How a subscription's deliveries are settled: by unary Ack / Nack, or on the
+ * Consume stream that delivered them. A Nack on a stream has no answer, so
+ * its `deadLettered` is unknown there.
+ */
+interface Settler {
+  readonly ack: (deliveryId: string) => Effect.Effect<unknown, MeshError, MessageBus>;
+  readonly nack: (
+    deliveryId: string,
+    reason: string,
+    delayMs?: number,
+  ) => Effect.Effect<{ readonly deadLettered?: boolean }, MeshError, MessageBus>;
+}
+
+const delayOf = (delayMs: number | undefined) =>
+  delayMs === undefined ? {} : { delay: ms(delayMs) };
+
+const unarySettler: Settler = {
+  ack: (deliveryId) => call("ack", { deliveryId }),
+  nack: (deliveryId, reason, delayMs) => call("nack", { deliveryId, reason, ...delayOf(delayMs) }),
+};
+
 /** A delivery, with the name of the subscription it came to. */
 interface Received {
   readonly sub: string;
   readonly delivery: Delivery;
+  readonly via: Settler;
 }
 
 const messageOf = (r: Received): Envelope => present(r.delivery.message, "delivery.message");
 const idOf = (r: Received): string => messageOf(r).messageId;
 
-const ack = (r: Received) => call("ack", { deliveryId: r.delivery.deliveryId });
+const ack = (r: Received) => r.via.ack(r.delivery.deliveryId);
 const nack = (r: Received, reason = "", delayMs?: number) =>
-  call("nack", {
-    deliveryId: r.delivery.deliveryId,
-    reason,
-    ...(delayMs === undefined ? {} : { delay: ms(delayMs) }),
-  });
+  r.via.nack(r.delivery.deliveryId, reason, delayMs);
+
+/** A Nack that must have been retried, not dead-lettered (when the shape can tell). */
+const expectRetried = (result: { readonly deadLettered?: boolean }) => {
+  if (result.deadLettered !== undefined) expect(result.deadLettered).toBe(false);
+};
 
 /** An open subscription (a Subscribe stream running in the test's scope). */
 interface Subscription {
@@ -148,26 +194,98 @@ interface Subscription {
   readonly close: Effect.Effect<void>;
 }
 
+/** What either shape's stream carries, as the suite needs it. */
+type Item =
+  | { readonly case: "subscribed"; readonly value: Subscribed }
+  | { readonly case: "deliveries"; readonly value: ReadonlyArray<Delivery> };
+
+/** A Consume stream's requests after the first: settlements, in the order they were made. */
+const streamSettler = (requests: Queue.Enqueue<ConsumeRequest>): Settler => {
+  const send = (settle: MessageInitShape<typeof ConsumeSettleSchema>) =>
+    Queue.offer(
+      requests,
+      create(ConsumeRequestSchema, {
+        request: { case: "settle", value: create(ConsumeSettleSchema, settle) },
+      }),
+    );
+  return {
+    ack: (deliveryId) => send({ ackIds: [deliveryId] }),
+    nack: (deliveryId, reason, delayMs) =>
+      send({ nacks: [{ deliveryId, reason, ...delayOf(delayMs) }] }).pipe(Effect.as({})),
+  };
+};
+
+/** Opens the shape's stream for `req`: its items, and how its deliveries are settled. */
+const openShape = (req: SubscribeFields) =>
+  Effect.gen(function* () {
+    const shape = yield* ConsumerShape;
+    if (shape !== "consume") {
+      const items = open("subscribe", {
+        ...req,
+        ...(shape === "subscribe-batched" ? { maxBatchSize: 100 } : {}),
+      }).pipe(
+        Stream.map((item): Item | undefined => {
+          switch (item.event.case) {
+            case "subscribed":
+              return { case: "subscribed", value: item.event.value };
+            case "delivery":
+              return { case: "deliveries", value: [item.event.value] };
+            case "deliveries":
+              // A batched response only when asked for one.
+              expect(shape).toBe("subscribe-batched");
+              return { case: "deliveries", value: item.event.value.deliveries };
+            default:
+              return undefined;
+          }
+        }),
+      );
+      return { items, via: unarySettler };
+    }
+    const requests = yield* Queue.unbounded<ConsumeRequest>();
+    yield* Queue.offer(
+      requests,
+      create(ConsumeRequestSchema, { request: { case: "subscribe", value: req } }),
+    );
+    const items = Stream.unwrap(
+      Effect.map(MessageBus, (bus) => bus.consume(Stream.fromQueue(requests))),
+    ).pipe(
+      Stream.map((init): Item | undefined => {
+        const item = create(MessageBusService.method.consume.output, init);
+        switch (item.response.case) {
+          case "subscribed":
+            return { case: "subscribed", value: item.response.value };
+          case "deliveries":
+            expect(item.response.value.deliveries.length).toBeGreaterThan(0);
+            return { case: "deliveries", value: item.response.value.deliveries };
+          default:
+            return undefined;
+        }
+      }),
+    );
+    return { items, via: streamSettler(requests) };
+  });
+
 /**
- * Opens a Subscribe stream in the test's scope and waits for `subscribed`;
- * each delivery goes to `onDelivery` (one at a time), a stream that fails or
- * ends to `onEnd`.
+ * Opens a subscription of the suite's shape in the test's scope and waits
+ * for `subscribed`; each delivery goes to `onDelivery` (one at a time, with
+ * how to settle it), a stream that fails or ends to `onEnd`.
  */
 const consume = (
   req: SubscribeFields,
-  onDelivery: (delivery: Delivery) => Effect.Effect<void, never, MessageBus>,
+  onDelivery: (delivery: Delivery, via: Settler) => Effect.Effect<void, never, MessageBus>,
   onEnd: (error: Error) => Effect.Effect<void> = () => Effect.void,
-): Effect.Effect<Subscription, Error, MessageBus | Scope.Scope> =>
+): Effect.Effect<Subscription, Error, MessageBus | ConsumerShape | Scope.Scope> =>
   Effect.gen(function* () {
     const ready = yield* Deferred.make<Subscribed, Error>();
     const ended = (error: Error) => Deferred.fail(ready, error).pipe(Effect.zipRight(onEnd(error)));
-    const fiber = yield* open("subscribe", req).pipe(
+    const { items, via } = yield* openShape(req);
+    const fiber = yield* items.pipe(
       Stream.runForEach((item) => {
-        switch (item.event.case) {
+        switch (item?.case) {
           case "subscribed":
-            return Deferred.succeed(ready, item.event.value);
-          case "delivery":
-            return onDelivery(item.event.value);
+            return Deferred.succeed(ready, item.value);
+          case "deliveries":
+            return Effect.forEach(item.value, (d) => onDelivery(d, via), { discard: true });
           default:
             return Effect.void;
         }
@@ -227,7 +345,7 @@ const makeInbox = Effect.gen(function* () {
   const subscribe = (sub: string, req: SubscribeFields) =>
     consume(
       req,
-      (delivery) => Queue.offer(queue, { sub, delivery }),
+      (delivery, via) => Queue.offer(queue, { sub, delivery, via }),
       (error) => Deferred.fail(broken, error).pipe(Effect.asVoid),
     );
 
@@ -300,7 +418,7 @@ const firstDeliveryOrder = () => {
   };
 };
 
-type It = Vitest.MethodsNonLive<MessageBus | HealthRegistry, true>;
+type It = Vitest.MethodsNonLive<MessageBus | HealthRegistry | ConsumerShape, true>;
 
 // --- Send and publish ----------------------------------------------------------------
 
@@ -629,14 +747,13 @@ const ackTests = (it: It) =>
         yield* sendCommand(command(dest, "retry-me"));
         const first = yield* inbox.next();
         expect(first.delivery.attempt).toBe(1);
-        const { deadLettered } = yield* nack(first, "try later");
-        expect(deadLettered).toBe(false);
+        expectRetried(yield* nack(first, "try later"));
         const second = yield* inbox.next();
         expect(idOf(second)).toBe(idOf(first));
         expect(second.delivery.attempt).toBe(2);
         expect(second.delivery.deliveryId).not.toBe(first.delivery.deliveryId);
         // The first delivery is settled: its id is no longer known.
-        yield* failure(ack(first), "NotFound");
+        yield* failure(call("ack", { deliveryId: first.delivery.deliveryId }), "NotFound");
         yield* ack(second);
         yield* inbox.quiet();
       }),
@@ -755,6 +872,24 @@ const ackTests = (it: It) =>
 const deadLetters = (group: string) =>
   call("listDeadLetters", { group, pageSize: 100 }).pipe(Effect.map((r) => r.deadLetters));
 
+/**
+ * A Nack that must have dead-lettered its message, the group's `count`th:
+ * Nack says so; on a stream, where nothing answers, the dead letter shows.
+ */
+const expectDeadLettered = (
+  result: { readonly deadLettered?: boolean },
+  group: string,
+  count: number,
+) =>
+  result.deadLettered !== undefined
+    ? Effect.sync(() => expect(result.deadLettered).toBe(true))
+    : eventually(
+        `dead letter ${count} of ${group}`,
+        Effect.map(deadLetters(group), (ls) =>
+          ls.length >= count ? Option.some(ls) : Option.none(),
+        ),
+      ).pipe(Effect.asVoid);
+
 const deadLetterTests = (it: It) =>
   describe("retries and dead letters", () => {
     it.scoped(
@@ -773,10 +908,10 @@ const deadLetterTests = (it: It) =>
             command(dest, "doomed", { messageType: type, correlationId: "corr-doomed" }),
           );
           const first = yield* inbox.next();
-          expect((yield* nack(first, "boom 1")).deadLettered).toBe(false);
+          expectRetried(yield* nack(first, "boom 1"));
           const second = yield* inbox.next();
           expect([second.sub, second.delivery.attempt]).toEqual(["worker", 2]);
-          expect((yield* nack(second, "boom 2")).deadLettered).toBe(true);
+          yield* expectDeadLettered(yield* nack(second, "boom 2"), dest, 1);
 
           const fault = yield* inbox.next();
           expect(fault.sub).toBe("faults");
@@ -843,7 +978,7 @@ const deadLetterTests = (it: It) =>
         yield* inbox.commands("a", dest, { group: dest, retry: { maxRetries: 0 } });
         const receipt = yield* sendCommand(command(dest, "phoenix"));
         const got = yield* inbox.next();
-        expect((yield* nack(got, "not now")).deadLettered).toBe(true);
+        yield* expectDeadLettered(yield* nack(got, "not now"), dest, 1);
         const [letter] = yield* deadLetters(dest);
         const id = present(letter, "dead letter").deadLetterId;
 
@@ -888,8 +1023,9 @@ const deadLetterTests = (it: It) =>
         for (const i of range(3)) {
           yield* sendCommand(command(dest, `d${i}`, { partitionKey: "one-key" }));
         }
-        for (const r of yield* inbox.take(3)) {
-          expect((yield* nack(r, `failed ${labelOf(r.delivery.message)}`)).deadLettered).toBe(true);
+        for (const [i, r] of (yield* inbox.take(3)).entries()) {
+          const result = yield* nack(r, `failed ${labelOf(r.delivery.message)}`);
+          yield* expectDeadLettered(result, dest, i + 1);
         }
         const page1 = yield* call("listDeadLetters", { group: dest, pageSize: 2 });
         expect(page1.deadLetters).toHaveLength(2);
@@ -1197,6 +1333,206 @@ const badInputTests = (it: It) =>
 
 // --- Configured limits -------------------------------------------------------------------
 
+// --- Consume: what only a bidirectional stream has --------------------------------------
+
+const subscribeRequest = (req: SubscribeFields): ConsumeRequest =>
+  create(ConsumeRequestSchema, { request: { case: "subscribe", value: req } });
+const settleRequest = (settle: MessageInitShape<typeof ConsumeSettleSchema>): ConsumeRequest =>
+  create(ConsumeRequestSchema, {
+    request: { case: "settle", value: create(ConsumeSettleSchema, settle) },
+  });
+
+/**
+ * A Consume stream driven by hand in the test's scope: `send` a request,
+ * `next` response, `close` the request side (a half-close), and `end`: how
+ * the stream ended (its error, if any).
+ */
+const openConsume = (first: ReadonlyArray<ConsumeRequest>) =>
+  Effect.gen(function* () {
+    const bus = yield* MessageBus;
+    const requests = yield* Queue.unbounded<ConsumeRequest>();
+    yield* Queue.offerAll(requests, first);
+    const responses = yield* Queue.unbounded<ConsumeResponse>();
+    const ended = yield* Deferred.make<Exit.Exit<void, MeshError>>();
+    yield* bus.consume(Stream.fromQueue(requests)).pipe(
+      Stream.runForEach((r) => Queue.offer(responses, create(ConsumeResponseSchema, r))),
+      Effect.exit,
+      Effect.flatMap((exit) => Deferred.succeed(ended, exit)),
+      Effect.forkScoped,
+    );
+    const end = Deferred.await(ended).pipe(
+      Effect.timeoutFail({
+        duration: DELIVERY_WAIT,
+        onTimeout: () => new Error(`the Consume stream did not end within ${DELIVERY_WAIT}`),
+      }),
+      Effect.orDie,
+      Effect.flatten,
+    );
+    const next = Queue.take(responses).pipe(
+      Effect.timeoutFail({
+        duration: JOIN_WAIT,
+        onTimeout: () => new Error(`no Consume response within ${JOIN_WAIT}`),
+      }),
+    );
+    /** The deliveries of the next response (failing when it is not a batch of them). */
+    const batch = Effect.map(next, (r) => {
+      if (r.response.case !== "deliveries")
+        throw new Error(`expected deliveries, got ${r.response.case}`);
+      return r.response.value.deliveries;
+    });
+    return {
+      send: (r: ConsumeRequest) => Queue.offer(requests, r),
+      next,
+      batch,
+      close: Queue.shutdown(requests),
+      end,
+    };
+  });
+
+const consumeTests = (it: It) =>
+  describe("Consume stream", () => {
+    it.scoped("a first request that does not subscribe, or none at all, is InvalidArgument", () =>
+      Effect.gen(function* () {
+        const settleFirst = yield* openConsume([settleRequest({ ackIds: [randomUUID()] })]);
+        yield* invalid(settleFirst.end, "subscribe");
+        const empty = yield* openConsume([create(ConsumeRequestSchema, {})]);
+        yield* invalid(empty.end, "subscribe");
+        const nothing = yield* openConsume([]);
+        yield* nothing.close;
+        yield* invalid(nothing.end, "subscribe");
+        const bad = yield* openConsume([subscribeRequest({ group: "bad group" })]);
+        yield* invalid(bad.end, "subscribe.group", "subscribe.event_types");
+      }),
+    );
+
+    it.scoped("responses carry batches, never more unsettled than max_in_flight", () =>
+      Effect.gen(function* () {
+        const dest = unique("batches-");
+        // Sent before the group joins: all of them are ready at once.
+        for (const n of range(12))
+          yield* sendCommand(command(dest, `m${n}`, { partitionKey: "k" }));
+        const c = yield* openConsume([
+          subscribeRequest({ group: dest, destination: dest, maxInFlight: 5 }),
+        ]);
+        expect((yield* c.next).response.case).toBe("subscribed");
+        const got: Delivery[] = [];
+        while (got.length < 5) got.push(...(yield* c.batch));
+        expect(got).toHaveLength(5);
+        // Full: nothing more until some are settled.
+        yield* Effect.sleep(QUIET);
+        yield* c.send(settleRequest({ ackIds: got.map((d) => d.deliveryId) }));
+        while (got.length < 10) got.push(...(yield* c.batch));
+        expect(got).toHaveLength(10);
+        yield* c.send(settleRequest({ ackIds: got.slice(5).map((d) => d.deliveryId) }));
+        while (got.length < 12) got.push(...(yield* c.batch));
+        // One key: in send order, every message once.
+        expect(got.map((d) => labelOf(d.message))).toEqual(range(12).map((n) => `m${n}`));
+        yield* c.send(settleRequest({ ackIds: got.slice(10).map((d) => d.deliveryId) }));
+        yield* c.close;
+        yield* c.end;
+      }),
+    );
+
+    it.scoped(
+      "an unknown id is NotFound and ends the stream; the known ones in its request are settled",
+      () =>
+        Effect.gen(function* () {
+          const dest = unique("unknown-");
+          const c = yield* openConsume([subscribeRequest({ group: dest, destination: dest })]);
+          expect((yield* c.next).response.case).toBe("subscribed");
+          for (const n of range(2))
+            yield* sendCommand(command(dest, `m${n}`, { partitionKey: "k" }));
+          const got: Delivery[] = [];
+          while (got.length < 2) got.push(...(yield* c.batch));
+          const stranger = randomUUID();
+          yield* c.send(
+            settleRequest({
+              ackIds: [got[0]?.deliveryId ?? "", stranger, got[1]?.deliveryId ?? ""],
+            }),
+          );
+          const e = yield* failure(c.end, "NotFound");
+          expect(e.metadata?.delivery_id).toBe(stranger);
+          // Both known ones were acknowledged: a new subscription gets only what comes next.
+          const inbox = yield* makeInbox;
+          yield* inbox.commands("second", dest);
+          yield* sendCommand(command(dest, "m2", { partitionKey: "k" }));
+          const next = yield* inbox.next();
+          expect(labelOf(next.delivery.message)).toBe("m2");
+          yield* ack(next);
+          yield* inbox.quiet();
+        }),
+    );
+
+    it.scoped("a second subscribe, or bad settlements, are InvalidArgument", () =>
+      Effect.gen(function* () {
+        const dest = unique("twice-");
+        const req = { group: dest, destination: dest };
+        const twice = yield* openConsume([subscribeRequest(req), subscribeRequest(req)]);
+        yield* invalid(twice.end, "subscribe");
+        const empty = yield* openConsume([subscribeRequest(req), create(ConsumeRequestSchema, {})]);
+        yield* invalid(empty.end, "settle");
+        const badIds = yield* openConsume([subscribeRequest(req), settleRequest({ ackIds: [""] })]);
+        yield* invalid(badIds.end, "settle.ack_ids[0]");
+        const tooMany = yield* openConsume([
+          subscribeRequest(req),
+          settleRequest({ ackIds: range(1001).map(() => randomUUID()) }),
+        ]);
+        yield* invalid(tooMany.end, "settle");
+        const badNack = yield* openConsume([
+          subscribeRequest(req),
+          settleRequest({ nacks: [{ deliveryId: randomUUID(), delay: ms(3_600_001) }] }),
+        ]);
+        yield* invalid(badNack.end, "settle.nacks[0].delay");
+      }),
+    );
+
+    it.scoped("a half-close ends the stream cleanly; what it left unsettled is redelivered", () =>
+      Effect.gen(function* () {
+        const dest = unique("halfclose-");
+        const c = yield* openConsume([subscribeRequest({ group: dest, destination: dest })]);
+        expect((yield* c.next).response.case).toBe("subscribed");
+        yield* sendCommand(command(dest, "left"));
+        const [first] = yield* c.batch;
+        yield* c.close;
+        yield* c.end;
+        const inbox = yield* makeInbox;
+        yield* inbox.commands("second", dest);
+        const again = yield* inbox.next();
+        // From the log again (its group had no member left), so as a first delivery.
+        expect(idOf(again)).toBe(first?.message?.messageId);
+        yield* ack(again);
+      }),
+    );
+
+    it.scoped("an ack after the ack deadline is skipped, not an error: the stream goes on", () =>
+      Effect.gen(function* () {
+        const dest = unique("late-");
+        const c = yield* openConsume([
+          subscribeRequest({
+            group: dest,
+            destination: dest,
+            ackDeadline: ms(1000),
+            retry: FAST_RETRY,
+          }),
+        ]);
+        expect((yield* c.next).response.case).toBe("subscribed");
+        yield* sendCommand(command(dest, "slow"));
+        const [first] = yield* c.batch;
+        // Redelivered once the deadline passed; the late ack of the first delivery is skipped.
+        const [again] = yield* c.batch;
+        expect(again?.attempt).toBe(2);
+        yield* c.send(settleRequest({ ackIds: [first?.deliveryId ?? ""] }));
+        yield* c.send(settleRequest({ ackIds: [again?.deliveryId ?? ""] }));
+        yield* sendCommand(command(dest, "after"));
+        const [after] = yield* c.batch;
+        expect(labelOf(after?.message)).toBe("after");
+        yield* c.send(settleRequest({ ackIds: [after?.deliveryId ?? ""] }));
+        yield* c.close;
+        yield* c.end;
+      }),
+    );
+  });
+
 const LIMITS = { maxPayloadBytes: 1024, maxSubscriptionsPerClient: 2 };
 
 const limitTests = (it: It) => {
@@ -1271,7 +1607,7 @@ export const atLeastOnceTests = (it: It) =>
         let closed = false;
 
         /** Settles one delivery: nack (~5 %) or ack, recording the outcome. */
-        const settle = (sub: "a" | "b", d: Delivery, i: number) => {
+        const settle = (sub: "a" | "b", d: Delivery, via: Settler, i: number) => {
           const failed = (what: string) => (e: { readonly message: string }) =>
             Effect.sync(() => errors.push(`${what} ${i} (${sub}): ${e.message}`));
           const done = Effect.sync(() => {
@@ -1279,13 +1615,13 @@ export const atLeastOnceTests = (it: It) =>
           });
           const outcome: Effect.Effect<unknown, never, MessageBus> =
             rng() < 0.05
-              ? call("nack", { deliveryId: d.deliveryId, reason: "random" }).pipe(
+              ? via.nack(d.deliveryId, "random").pipe(
                   Effect.tap(() => {
                     stats.nacks++;
                   }),
                   Effect.catchAll(failed("nack")),
                 )
-              : call("ack", { deliveryId: d.deliveryId }).pipe(
+              : via.ack(d.deliveryId).pipe(
                   Effect.flatMap(() => {
                     acked.add(i);
                     return Effect.all([
@@ -1304,7 +1640,7 @@ export const atLeastOnceTests = (it: It) =>
         /** Records the delivery at once (arrival order), then settles it in the background. */
         const handle =
           (sub: "a" | "b") =>
-          (d: Delivery): Effect.Effect<void, never, MessageBus> =>
+          (d: Delivery, via: Settler): Effect.Effect<void, never, MessageBus> =>
             Effect.suspend(() => {
               const member = members[sub];
               const i = Number(d.message?.messageId.slice(dest.length + 1));
@@ -1312,7 +1648,7 @@ export const atLeastOnceTests = (it: It) =>
               if (closed) stats.afterClose++;
               member.unsettled++;
               member.most = Math.max(member.most, member.unsettled);
-              return Effect.asVoid(Effect.forkIn(settle(sub, d, i), member.work));
+              return Effect.asVoid(Effect.forkIn(settle(sub, d, via, i), member.work));
             });
 
         const settings = (): SubscribeFields => ({
@@ -1385,33 +1721,40 @@ export const atLeastOnceTests = (it: It) =>
 // --- The suite --------------------------------------------------------------------------
 
 /**
- * The MessageBus conformance suite on a log backend. `makeLog` is called
- * once per layer the suite builds (three).
+ * The MessageBus conformance suite on a log backend, once per consumer shape
+ * (all three unless told). `makeLog` is called once per layer the suite
+ * builds (three per shape).
  */
 export const messageBusConformance = (
   name: string,
   makeLog: () => Layer.Layer<MessageLog, unknown>,
+  shapes: ReadonlyArray<Shape> = ["subscribe", "subscribe-batched", "consume"],
 ): void => {
-  describe(name, { timeout: 60_000 }, () => {
-    // Live services: deadlines, retries and expiry run on the real clock.
-    layer(messageBusLayer(makeLog()), { excludeTestServices: true, timeout: "60 seconds" })(
-      (it) => {
-        routingTests(it);
-        groupTests(it);
-        ackTests(it);
-        deadLetterTests(it);
-        requestTests(it);
-        expirationTests(it);
-        badInputTests(it);
-      },
-    );
-    layer(messageBusLayer(makeLog(), LIMITS), {
-      excludeTestServices: true,
-      timeout: "60 seconds",
-    })("with a 1 KiB payload limit and 2 subscriptions per client", limitTests);
-    layer(messageBusLayer(makeLog()), { excludeTestServices: true, timeout: "60 seconds" })(
-      "at least once",
-      atLeastOnceTests,
-    );
-  });
+  for (const shape of shapes) {
+    const on = <E>(bus: Layer.Layer<MessageBus | HealthRegistry | MessageLog, E>) =>
+      Layer.merge(bus, Layer.succeed(ConsumerShape, shape));
+    describe(`${name}, ${shape}`, { timeout: 60_000 }, () => {
+      // Live services: deadlines, retries and expiry run on the real clock.
+      layer(on(messageBusLayer(makeLog())), { excludeTestServices: true, timeout: "60 seconds" })(
+        (it) => {
+          routingTests(it);
+          groupTests(it);
+          ackTests(it);
+          deadLetterTests(it);
+          requestTests(it);
+          expirationTests(it);
+          badInputTests(it);
+          if (shape === "consume") consumeTests(it);
+        },
+      );
+      layer(on(messageBusLayer(makeLog(), LIMITS)), {
+        excludeTestServices: true,
+        timeout: "60 seconds",
+      })("with a 1 KiB payload limit and 2 subscriptions per client", limitTests);
+      layer(on(messageBusLayer(makeLog())), {
+        excludeTestServices: true,
+        timeout: "60 seconds",
+      })("at least once", atLeastOnceTests);
+    });
+  }
 };

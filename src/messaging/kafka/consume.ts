@@ -10,7 +10,9 @@
  *   completed. On a rebalance kafkajs revokes everything (eager protocol)
  *   and reads again from the committed offsets.
  * - Records: each batch is one partition's, handed over one record at a
- *   time; the next waits for `onRecord` to complete, then its offset is
+ *   time, or all at once to `onRecords` when given (a fetch brings hundreds
+ *   of small records, and each handover runs a fiber and a keep-alive
+ *   timer); the next waits for the handler to complete, then its offset is
  *   resolved (kafkajs' next fetch position; nothing is committed). While
  *   `onRecord` runs the session is kept alive (heartbeat every second); it
  *   is interrupted when the member stops, its group rebalances or the scope
@@ -260,17 +262,20 @@ export const makeConsume =
       };
 
       const handOver = async (
-        record: LogRecord,
+        records: ReadonlyArray<LogRecord>,
         heartbeat: () => Promise<void>,
         stopped: () => boolean,
       ): Promise<Outcome> => {
-        const handler = start(handlers.onRecord(record));
+        const first = records[0] as LogRecord;
+        const handler = start(
+          handlers.onRecords ? handlers.onRecords(records) : handlers.onRecord(first),
+        );
         try {
           const exit = await waitFor(handler.exit, heartbeat, stopped);
           if (exit === undefined || closing) return "stopped";
           if (Exit.isSuccess(exit)) return "done";
           logCause(
-            `onRecord failed on ${record.topic}/${record.partition}@${record.offset}; handing it over again`,
+            `onRecord failed on ${first.topic}/${first.partition}@${first.offset}; handing it over again`,
             exit,
           );
           return "failed";
@@ -289,18 +294,23 @@ export const makeConsume =
       }: EachBatchPayload) => {
         const stopped = () => closing || !isRunning() || isStale();
         await waitFor(assigned, heartbeat, stopped);
-        for (const message of batch.messages) {
-          if (stopped()) return;
-          const record = fromMessage(batch.topic, batch.partition, message);
+        // With onRecords the whole batch is one handover, else each record is.
+        const steps = handlers.onRecords
+          ? [batch.messages]
+          : batch.messages.map((message) => [message]);
+        for (const messages of steps) {
+          const last = messages[messages.length - 1];
+          if (stopped() || last === undefined) return;
+          const records = messages.map((m) => fromMessage(batch.topic, batch.partition, m));
           for (;;) {
-            const outcome = await handOver(record, heartbeat, stopped);
+            const outcome = await handOver(records, heartbeat, stopped);
             if (outcome === "stopped") return;
             if (outcome === "done") break;
             const pause = new Promise((resolve) => setTimeout(resolve, REDELIVERY_DELAY_MS));
             await waitFor(pause, heartbeat, stopped);
             if (stopped()) return;
           }
-          resolveOffset(message.offset);
+          resolveOffset(last.offset);
           await heartbeat();
         }
       };
