@@ -12,20 +12,22 @@ export type Violations = ReadonlyArray<FieldViolation>;
 
 const v = (field: string, description: string): Violations => [{ field, description }];
 
+/** The failure naming every violation found (at least one). */
+export const invalidArgument = (violations: Violations): InvalidArgument => {
+  const first = violations[0];
+  const more = violations.length > 1 ? ` (and ${violations.length - 1} more)` : "";
+  return new InvalidArgument({
+    message: `invalid ${first?.field}: ${first?.description}${more}`,
+    violations,
+  });
+};
+
 /** Fails with every violation found, or succeeds. */
 export const check = (
   ...groups: ReadonlyArray<Violations>
 ): Effect.Effect<void, InvalidArgument> => {
   const violations = groups.flat();
-  if (violations.length === 0) return Effect.void;
-  const first = violations[0];
-  const more = violations.length > 1 ? ` (and ${violations.length - 1} more)` : "";
-  return Effect.fail(
-    new InvalidArgument({
-      message: `invalid ${first?.field}: ${first?.description}${more}`,
-      violations,
-    }),
-  );
+  return violations.length === 0 ? Effect.void : Effect.fail(invalidArgument(violations));
 };
 
 export const MAX_ID_LENGTH = 256;
