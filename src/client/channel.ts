@@ -11,6 +11,7 @@ import { isIP } from "node:net";
 import { checkServerIdentity } from "node:tls";
 import {
   type DescMessage,
+  type DescMethodBiDiStreaming,
   type DescMethodServerStreaming,
   type DescMethodUnary,
   fromBinary,
@@ -42,6 +43,16 @@ export interface Channel {
   readonly stream: <I extends DescMessage, O extends DescMessage>(
     method: DescMethodServerStreaming<I, O>,
     input: MessageShape<I>,
+    call: ChannelCall,
+  ) => AsyncIterable<MessageShape<O>>;
+  /**
+   * A bidirectional stream: `inputs` are sent as they come (their end
+   * half-closes the call), the responses are what the iterable yields.
+   * HTTP/2 only, which both stacks here speak.
+   */
+  readonly bidi: <I extends DescMessage, O extends DescMessage>(
+    method: DescMethodBiDiStreaming<I, O>,
+    inputs: AsyncIterable<MessageShape<I>>,
     call: ChannelCall,
   ) => AsyncIterable<MessageShape<O>>;
   readonly close: () => void;
@@ -111,9 +122,43 @@ const connectChannel = (url: string, tls: ChannelTls): Channel => {
         },
       };
     },
+    bidi: (method, inputs, call) => {
+      const active = context.active();
+      return {
+        async *[Symbol.asyncIterator]() {
+          const response = await context.with(active, () =>
+            transport.stream(
+              method,
+              call.signal,
+              call.timeoutMs,
+              call.headers,
+              stoppable(inputs),
+              createContextValues(),
+            ),
+          );
+          yield* response.message;
+        },
+      };
+    },
     close: () => sessions.abort(),
   };
 };
+
+/**
+ * The requests of a bidi call as connect-node sends them: it stops a
+ * request stream with `throw` when the call ends first, which iterables
+ * other than generators (an Effect Stream's) may lack.
+ */
+const stoppable = <A>(inputs: AsyncIterable<A>): AsyncIterable<A> => ({
+  [Symbol.asyncIterator]() {
+    const it = inputs[Symbol.asyncIterator]();
+    const stop = async (): Promise<IteratorResult<A>> => {
+      void it.return?.();
+      return { done: true, value: undefined };
+    };
+    return { next: () => it.next(), return: stop, throw: stop };
+  },
+});
 
 // --- @grpc/grpc-js -----------------------------------------------------------
 
@@ -248,6 +293,45 @@ const grpcChannel = (url: string, tls: ChannelTls): Channel => {
           } finally {
             call.signal.removeEventListener("abort", cancel);
             pending.cancel();
+          }
+        },
+      };
+    },
+    bidi: (method, inputs, call) => {
+      const active = context.active();
+      return {
+        async *[Symbol.asyncIterator]() {
+          const pending = context.with(active, () =>
+            client.makeBidiStreamRequest(
+              path(method),
+              codec(method.input).serialize,
+              codec(method.output).deserialize,
+              metadata(call.headers),
+              deadline(call),
+            ),
+          );
+          const cancel = () => pending.cancel();
+          call.signal.addEventListener("abort", cancel, { once: true });
+          // Requests go out as they come, respecting the stream's flow control; their end
+          // half-closes. A failure to send shows as the call's own error on the read side.
+          const sending = (async () => {
+            for await (const input of inputs) {
+              if (!pending.write(input))
+                await new Promise((resolve) => pending.once("drain", resolve));
+            }
+            pending.end();
+          })().catch(() => pending.cancel());
+          try {
+            for await (const message of pending)
+              yield message as MessageShape<typeof method.output>;
+          } catch (error) {
+            throw "code" in (error as object)
+              ? fromServiceError(error as GrpcJs.ServiceError)
+              : error;
+          } finally {
+            call.signal.removeEventListener("abort", cancel);
+            pending.cancel();
+            void sending;
           }
         },
       };

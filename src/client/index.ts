@@ -6,6 +6,7 @@
  */
 export * from "../common/errors.js";
 export type { ChannelKind } from "./channel.js";
+export { type Consumer, consume } from "./consume.js";
 export {
   MeshClient,
   type MeshClientOptions,

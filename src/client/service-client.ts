@@ -1,7 +1,8 @@
 /**
  * A typed Effect client for one protobuf service: one method per RPC, taking
  * the request (init shape) and returning an Effect (unary) or a Stream
- * (server streaming) that fails only with the tagged MeshErrors the
+ * (server streaming; a bidi RPC takes a Stream of requests) that fails only
+ * with the tagged MeshErrors the
  * service's port uses. So a client can stand in for a port: a mesh node that
  * does not host a service serves it through this client (forwarding).
  *
@@ -12,12 +13,13 @@
  * proto declares free of side effects or idempotent, or when no node could
  * be found at all (nothing was sent); a stream is retried
  * only before its first message (a watch that already delivered would
- * replay). Each call continues the trace of the current Effect span.
+ * replay); a bidi stream never is (its requests were consumed). Each call continues the trace of the current Effect span.
  */
 import {
   create,
   type DescMessage,
   type DescMethod,
+  type DescMethodBiDiStreaming,
   type DescMethodServerStreaming,
   type DescMethodUnary,
   type DescService,
@@ -64,7 +66,16 @@ type Method<M> = M extends { methodKind: "unary"; input: infer I; output: infer 
           ) => Stream.Stream<MessageShape<O>, MeshError>
         : never
       : never
-    : never;
+    : M extends { methodKind: "bidi_streaming"; input: infer I; output: infer O }
+      ? I extends DescMessage
+        ? O extends DescMessage
+          ? (
+              requests: Stream.Stream<MessageInitShape<I>>,
+              options?: CallOptions,
+            ) => Stream.Stream<MessageShape<O>, MeshError>
+          : never
+        : never
+      : never;
 
 export type ClientOf<S extends { method: GenServiceMethods }> = {
   readonly [K in keyof S["method"]]: Method<S["method"][K]>;
@@ -237,6 +248,33 @@ export const makeServiceClient = <S extends DescService & { method: GenServiceMe
                 ),
               );
             return withRetry();
+          }),
+        );
+    } else if (method.methodKind === "bidi_streaming") {
+      const bidi = method as DescMethodBiDiStreaming;
+      client[method.localName] = (
+        requests: Stream.Stream<MessageInitShape<DescMessage>>,
+        options?: CallOptions,
+      ) =>
+        Stream.unwrapScoped(
+          Effect.gen(function* () {
+            const deadline = yield* deadlineFor(
+              options?.timeout === undefined ? undefined : Duration.decode(options.timeout),
+            );
+            const ctx = yield* otelContext;
+            const headers = yield* headersOf(options);
+            const channel = yield* router.pick(service.typeName);
+            const timeoutMs = yield* timeLeft(deadline, method);
+            const inputs = yield* Stream.toAsyncIterableEffect(
+              Stream.map(requests, (r) => create(method.input, r)),
+            );
+            const abort = new AbortController();
+            const messages = context.with(ctx, () =>
+              channel.bidi(bidi, inputs, { signal: abort.signal, timeoutMs, headers }),
+            );
+            return Stream.fromAsyncIterable(cancellable(messages, abort), connectToMeshError).pipe(
+              Stream.tapError(markFailed(router, channel)),
+            );
           }),
         );
     }

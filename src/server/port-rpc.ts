@@ -15,10 +15,23 @@ type Ctx<I> = Parameters<Bridge<I>["stream"]>[0];
  * read (the client reset the stream, a malformed message) ends them like a
  * half-close: the call itself fails or ends through its signal, which the
  * bridge already watches, so the port never has to tell a transport error
- * from a business one.
+ * from a business one. Letting go of them early (the port failed, or the
+ * server drains) does not wait for the client: an async generator's own
+ * `return()` would wait until the client sent its next message.
  */
 const requestsOf = <A>(requests: AsyncIterable<A>): Stream.Stream<A> =>
-  Stream.fromAsyncIterable(requests, (e) => e).pipe(Stream.catchAll(() => Stream.empty));
+  Stream.fromAsyncIterable(
+    {
+      [Symbol.asyncIterator]: () => {
+        const it = requests[Symbol.asyncIterator]();
+        return {
+          next: () => it.next(),
+          return: async (): Promise<IteratorResult<A>> => ({ done: true, value: undefined }),
+        };
+      },
+    },
+    (e) => e,
+  ).pipe(Stream.catchAll(() => Stream.empty));
 
 export const servePort = <
   S extends DescService,
