@@ -19,14 +19,19 @@
  */
 import { randomUUID } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import {
+  type Timestamp,
+  timestampDate,
+  timestampFromMs,
+  timestampMs,
+} from "@bufbuild/protobuf/wkt";
 import { Clock, Effect } from "effect";
 import {
   type Envelope,
   EnvelopeSchema,
   MessageKind,
 } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
-import { InvalidArgument, ResourceExhausted } from "../common/errors.js";
+import { type FieldViolation, InvalidArgument, ResourceExhausted } from "../common/errors.js";
 import * as V from "../common/validate.js";
 import type { LogRecord, OutRecord } from "./log.js";
 
@@ -51,7 +56,10 @@ const CONTENT_TYPES = new Set([
   "application/octet-stream",
   "text/plain",
 ]);
-const mediaType = (contentType: string) => contentType.split(";")[0]?.trim().toLowerCase() ?? "";
+const mediaType = (contentType: string) =>
+  CONTENT_TYPES.has(contentType)
+    ? contentType
+    : (contentType.split(";")[0]?.trim().toLowerCase() ?? "");
 
 /** What a message is being sent as: it decides which routing fields are required. */
 export type Role = "command" | "event" | "reply";
@@ -71,20 +79,32 @@ const headerViolations = (field: string, headers: Readonly<Record<string, string
 };
 
 const payloadViolations = (field: string, contentType: string, payload: Uint8Array) => {
-  if (!CONTENT_TYPES.has(mediaType(contentType)))
+  const media = mediaType(contentType);
+  if (!CONTENT_TYPES.has(media))
     return [
       {
         field: `${field}.content_type`,
         description: `unsupported content type "${contentType.slice(0, 100)}" (use ${[...CONTENT_TYPES].join(", ")})`,
       },
     ];
-  if (mediaType(contentType) !== "application/json" || payload.length === 0) return [];
+  if (media !== "application/json" || payload.length === 0) return [];
   try {
     JSON.parse(Buffer.from(payload.buffer, payload.byteOffset, payload.length).toString("utf8"));
     return [];
   } catch {
     return [{ field: `${field}.payload`, description: "is not valid JSON (content type is JSON)" }];
   }
+};
+
+// The helpers below are module-level on purpose: a closure made per message
+// costs more than its work (tsx also names each one as it is created).
+
+const add = (into: FieldViolation[], found: V.Violations) => {
+  for (const violation of found) into.push(violation);
+};
+
+const optionalId = (into: FieldViolation[], field: string, name: string, value: string) => {
+  if (value !== "") add(into, V.label(`${field}.${name}`, value, V.MAX_ID_LENGTH));
 };
 
 export interface EnvelopeLimits {
@@ -105,36 +125,28 @@ export const prepareNow = (
 ): Envelope | InvalidArgument | ResourceExhausted => {
   if (input === undefined) return V.invalidArgument([{ field, description: "is required" }]);
   const env = input;
-  const at = (f: string) => `${field}.${f}`;
-  const optionalId = (f: string, value: string) =>
-    value === "" ? [] : V.label(at(f), value, V.MAX_ID_LENGTH);
   const contentType = env.contentType === "" ? "application/json" : env.contentType;
-  const violations = [
-    ...optionalId("message_id", env.messageId),
-    ...name(at("message_type"), env.messageType),
-    ...optionalId("correlation_id", env.correlationId),
-    ...optionalId("causation_id", env.causationId),
-    ...optionalId("conversation_id", env.conversationId),
-    ...optionalId("partition_key", env.partitionKey),
-    ...(env.source === "" ? [] : V.label(at("source"), env.source, 256)),
-    ...(role === "command"
-      ? name(at("destination"), env.destination)
-      : env.destination === ""
-        ? []
-        : [{ field: at("destination"), description: `must be empty for ${role}s` }]),
-    ...(env.expireTime !== undefined && timestampMs(env.expireTime) <= now
-      ? [{ field: at("expire_time"), description: "is in the past" }]
-      : []),
-    ...headerViolations(at("headers"), env.headers),
-    ...V.maxLength(at("content_type"), contentType, 255),
-    ...(env.payload.length > limits.maxPayloadBytes
-      ? []
-      : payloadViolations(field, contentType, env.payload)),
-  ];
-  if (violations.length > 0) return V.invalidArgument(violations);
-  if (env.payload.length > limits.maxPayloadBytes) {
+  const found: FieldViolation[] = [];
+  optionalId(found, field, "message_id", env.messageId);
+  add(found, name(`${field}.message_type`, env.messageType));
+  optionalId(found, field, "correlation_id", env.correlationId);
+  optionalId(found, field, "causation_id", env.causationId);
+  optionalId(found, field, "conversation_id", env.conversationId);
+  optionalId(found, field, "partition_key", env.partitionKey);
+  if (env.source !== "") add(found, V.label(`${field}.source`, env.source, 256));
+  if (role === "command") add(found, name(`${field}.destination`, env.destination));
+  else if (env.destination !== "")
+    found.push({ field: `${field}.destination`, description: `must be empty for ${role}s` });
+  if (env.expireTime !== undefined && timestampMs(env.expireTime) <= now)
+    found.push({ field: `${field}.expire_time`, description: "is in the past" });
+  add(found, headerViolations(`${field}.headers`, env.headers));
+  add(found, V.maxLength(`${field}.content_type`, contentType, 255));
+  const tooLarge = env.payload.length > limits.maxPayloadBytes;
+  if (!tooLarge) add(found, payloadViolations(field, contentType, env.payload));
+  if (found.length > 0) return V.invalidArgument(found);
+  if (tooLarge) {
     return new ResourceExhausted({
-      message: `${at("payload")} is ${env.payload.length} bytes, more than the limit of ${limits.maxPayloadBytes}`,
+      message: `${field}.payload is ${env.payload.length} bytes, more than the limit of ${limits.maxPayloadBytes}`,
       code: "RESOURCE_ERROR.QUOTA_EXCEEDED",
       metadata: { limit_bytes: String(limits.maxPayloadBytes) },
     });
@@ -151,9 +163,28 @@ export const prepareNow = (
           ? MessageKind.EVENT
           : MessageKind.UNSPECIFIED,
     source: env.source === "" ? DEFAULT_SOURCE : env.source,
-    time: env.time ?? timestampFromMs(now),
+    time: env.time ?? timestampAt(now),
     contentType,
   };
+};
+
+/** The messages of a batch share their time: one Timestamp (never mutated) for them all. */
+let lastTimestamp = timestampFromMs(0);
+let lastTimestampMs = 0;
+const timestampAt = (ms: number): Timestamp => {
+  if (ms !== lastTimestampMs) {
+    lastTimestamp = timestampFromMs(ms);
+    lastTimestampMs = ms;
+  }
+  return lastTimestamp;
+};
+
+/** RFC 3339 text of a timestamp; the last one is remembered (a batch's messages share it). */
+let lastIso = { seconds: 0n, nanos: 0, text: new Date(0).toISOString() };
+const isoOf = (t: Timestamp): string => {
+  if (t.seconds !== lastIso.seconds || t.nanos !== lastIso.nanos)
+    lastIso = { seconds: t.seconds, nanos: t.nanos, text: timestampDate(t).toISOString() };
+  return lastIso.text;
 };
 
 /**
@@ -179,6 +210,11 @@ const KIND_NAMES: Partial<Record<MessageKind, string>> = {
   [MessageKind.EVENT]: "event",
 };
 
+/** An optional attribute: absent when empty. */
+const put = (headers: Record<string, string>, key: string, value: string) => {
+  if (value !== "") headers[key] = value;
+};
+
 /**
  * The Kafka record (CloudEvents binary mode) carrying a prepared envelope.
  * The headers are the ones the `cloudevents` package's `Kafka.binary`
@@ -194,22 +230,20 @@ export const toRecord = (
   const headers: Record<string, string> = { ...env.headers };
   headers["content-type"] = env.contentType;
   headers.ce_id = env.messageId;
-  headers.ce_time = env.time ? timestampDate(env.time).toISOString() : new Date().toISOString();
+  headers.ce_time = env.time ? isoOf(env.time) : new Date().toISOString();
   headers.ce_type = env.messageType;
   headers.ce_source = env.source;
   headers.ce_specversion = "1.0";
-  const put = (key: string, value: string) => {
-    if (value !== "") headers[key] = value;
-  };
-  put("ce_correlationid", env.correlationId);
-  put("ce_causationid", env.causationId);
-  put("ce_conversationid", env.conversationId);
-  put("ce_destination", env.destination);
-  put("ce_partitionkey", env.partitionKey);
-  put("ce_replyto", env.replyTo);
-  put("ce_inreplyto", env.inReplyTo);
-  put("ce_messagekind", KIND_NAMES[env.kind] ?? "");
-  if (env.expireTime) put("ce_expirationtime", timestampDate(env.expireTime).toISOString());
+  put(headers, "ce_correlationid", env.correlationId);
+  put(headers, "ce_causationid", env.causationId);
+  put(headers, "ce_conversationid", env.conversationId);
+  put(headers, "ce_destination", env.destination);
+  put(headers, "ce_partitionkey", env.partitionKey);
+  put(headers, "ce_replyto", env.replyTo);
+  put(headers, "ce_inreplyto", env.inReplyTo);
+  put(headers, "ce_messagekind", KIND_NAMES[env.kind] ?? "");
+  if (env.expireTime)
+    put(headers, "ce_expirationtime", timestampDate(env.expireTime).toISOString());
   for (const key in extra) headers[key] = extra[key] as string;
   return {
     topic,
