@@ -74,6 +74,15 @@ export interface MeshConfigShape {
     readonly retention: Duration.Duration;
     /** Longest a send waits for the broker before failing with UNAVAILABLE. */
     readonly sendTimeout: Duration.Duration;
+    /**
+     * `FO_PUBLISH_LINGER_MS` (default 5, 0 to 1000): how long a published
+     * message may wait for concurrent publishes to share its append (one
+     * Kafka produce request). While an append of the mesh is in progress, new
+     * messages gather until it is answered or this long has passed, then go
+     * together; an idle mesh sends at once, so this only bounds the wait
+     * under load. 0: every call is sent at once on its own.
+     */
+    readonly publishLingerMs: number;
     /** Largest message payload, in bytes. */
     readonly maxPayloadBytes: number;
     /** Open subscriptions one client (connection) may have at once. */
@@ -272,6 +281,13 @@ export const meshConfig: Config.Config<MeshConfigShape> = Config.all({
     retention: Config.duration("FO_BUS_RETENTION").pipe(Config.withDefault(Duration.days(7))),
     sendTimeout: Config.duration("FO_BUS_SEND_TIMEOUT").pipe(
       Config.withDefault(Duration.seconds(10)),
+    ),
+    publishLingerMs: Config.integer("FO_PUBLISH_LINGER_MS").pipe(
+      Config.validate({
+        message: "must be a number of milliseconds from 0 (off) to 1000",
+        validation: (n) => n >= 0 && n <= 1000,
+      }),
+      Config.withDefault(5),
     ),
     maxPayloadBytes: positive("FO_BUS_MAX_PAYLOAD_BYTES", 1024 * 1024, "number of bytes"),
     maxSubscriptionsPerClient: positive("FO_BUS_MAX_SUBSCRIPTIONS_PER_CLIENT", 32),

@@ -28,7 +28,11 @@ const MessageBusImpl = Layer.scoped(
     const { messaging: config } = yield* MeshConfig;
     const topics = makeTopics(config.topicPrefix);
     const limits = { maxPayloadBytes: config.maxPayloadBytes };
-    const publisher = makePublisher(log, topics, { ...limits, sendTimeout: config.sendTimeout });
+    const publisher = yield* makePublisher(log, topics, {
+      ...limits,
+      sendTimeout: config.sendTimeout,
+      lingerMs: config.publishLingerMs,
+    });
     const deadLetters = makeDeadLetters(log, topics);
     const subscriptions = yield* makeSubscriptions(
       log,
