@@ -2,7 +2,10 @@
  * MessageBus through the mesh (Kafka adapter) vs direct kafkajs on the same
  * broker, both sides loaded from the bench process (the baselines are driver
  * calls):
- * - PublishEvent of 1 KiB vs `producer.send` of one record (idempotent, acks all);
+ * - PublishEvent of 1 KiB vs `producer.send` of one record (idempotent, acks all),
+ *   each side 16 concurrent callers in the throughput phase (the mesh may
+ *   gather them into shared produce requests, see FO_PUBLISH_LINGER_MS;
+ *   kafkajs sends each on its own);
  * - PublishBatch of 100 vs `producer.send` of 100 records, in messages per second;
  * - Subscribe + Ack (one Ack per tick of deliveries) vs an `eachBatch` consumer
  *   with manual commits: each round a fresh consumer group drains the same
@@ -24,6 +27,7 @@ import {
   type Sample,
   type Side,
   type SideResult,
+  settings,
 } from "./harness.js";
 import { startMesh } from "./servers.js";
 import { NODE_CLIENT, nodeSide } from "./tools.js";
@@ -239,12 +243,13 @@ export const messagebus: PairGroup = {
         {
           name: "MessageBus: PublishEvent 1 KiB",
           result: single,
-          target: { maxAddedP50: 0.3 },
+          target: { minRatio: 0.5, maxAddedP50: 0.3 },
+          note: `throughput: ${settings.concurrency} concurrent PublishEvent calls vs ${settings.concurrency} concurrent kafkajs single sends.`,
         },
         {
           name: "MessageBus: PublishBatch ×100",
           result: perMessage(batch, BATCH),
-          target: { minRatio: 0.9 },
+          target: { minRatio: 0.7 },
           unit: "msg/s",
           note: `throughput and CPU per message; latencies are per call of ${BATCH} messages, at the rate shown in calls/s.`,
         },
