@@ -11,9 +11,9 @@
  * watchers see every expiry within one sweep interval.
  *
  * Every method runs as one synchronous step (checks and changes never
- * interleave, so `update` is a true compare-and-set) under a mutex that also
- * covers publishing its events, so events reach subscribers in the order
- * the changes happened. The event buffer is sliding: a subscriber that falls
+ * interleave, so `update` is a true compare-and-set; `modify` runs its
+ * change inside the step) under a mutex that also covers publishing its
+ * events, so events reach subscribers in the order the changes happened. The event buffer is sliding: a subscriber that falls
  * more than `EVENT_BUFFER` events behind loses the oldest ones instead of
  * growing memory without bound.
  */
@@ -135,6 +135,29 @@ export const EmbeddedMemoryStore = {
             ),
           );
 
+        /** `step` around an effect (a `modify`'s change): its events are published however it ends. */
+        const stepWith = <A, E>(
+          f: (now: number, emit: Emit) => Effect.Effect<A, E>,
+        ): Effect.Effect<A, E | StoreUnavailable> =>
+          mutex.withPermits(1)(
+            Effect.uninterruptible(
+              Effect.suspend((): Effect.Effect<A, E | StoreUnavailable> => {
+                if (state.closed) return Effect.fail(closedError());
+                const now = clock.unsafeCurrentTimeMillis();
+                const events: StoreEvent[] = [];
+                return f(now, (type, address, record) =>
+                  events.push({ type, address, record, time: now }),
+                ).pipe(
+                  Effect.ensuring(
+                    Effect.suspend(() =>
+                      events.length === 0 ? Effect.void : PubSub.publishAll(pubsub, events),
+                    ),
+                  ),
+                );
+              }),
+            ),
+          );
+
         const expectExpiry = (time: number) => {
           if (time < state.nextExpiry) state.nextExpiry = time;
         };
@@ -211,6 +234,23 @@ export const EmbeddedMemoryStore = {
               if (entry === undefined) return Option.none();
               entry.lastAccessTime = now;
               return Option.some({ entry: storedEntry(entry), data: entry.data.slice() });
+            }),
+
+          modify: (address, change) =>
+            stepWith((now, emit) => {
+              const entry = live(address, now, emit);
+              if (entry === undefined) return Effect.succeed(Option.none());
+              return Effect.flatMap(change(storedEntry(entry)), ({ record, data }) => {
+                if (record.address !== address) {
+                  return Effect.dieMessage(`a change of ${address} must keep its address`);
+                }
+                entry.record = Object.freeze({ ...record });
+                if (data !== undefined) entry.data = data.slice();
+                entry.lastAccessTime = now;
+                expectExpiry(deadline(entry));
+                emit("updated", address, entry.record);
+                return Effect.succeed(Option.some(storedEntry(entry)));
+              });
             }),
 
           update: (address, expectedRevision, record, data) =>

@@ -37,7 +37,13 @@ import {
   resolveRef,
 } from "./address.js";
 import { toEntry, unavailable } from "./common.js";
-import type { MemoryFilter, MemoryRecord, MemoryStoreShape, StoredEntry } from "./store.js";
+import type {
+  EntryChange,
+  MemoryFilter,
+  MemoryRecord,
+  MemoryStoreShape,
+  StoredEntry,
+} from "./store.js";
 
 export interface MemoryLimits {
   readonly defaultTtlMs: number;
@@ -48,7 +54,6 @@ export interface MemoryLimits {
 const MIN_TTL_MS = 1_000;
 const MAX_TTL_MS = 7 * 24 * 3_600_000;
 const MAX_BATCH = 100;
-const MAX_WRITE_ATTEMPTS = 8;
 
 const owner = (field: string, value: string): V.Violations => V.label(field, value, 256);
 
@@ -121,36 +126,33 @@ export const makeMemory = (
       );
 
   /**
-   * Read-modify-write with compare-and-set on the record's revision; without
-   * an expected version a lost race is retried, with one it is ABORTED.
+   * Read-modify-write as one store step: nothing changes the entry between
+   * `change` seeing it and its result being stored. With an expected
+   * version, another version is ABORTED.
    */
   const modify = <E>(
     address: string,
-    change: (current: StoredEntry) => Effect.Effect<{ record: MemoryRecord; data?: Uint8Array }, E>,
+    change: (current: StoredEntry) => Effect.Effect<EntryChange, E>,
     expectedVersion?: bigint,
   ) =>
-    Effect.gen(function* () {
-      for (let attempt = 1; ; attempt++) {
-        const current = yield* load(address, false);
-        if (expectedVersion !== undefined && BigInt(current.record.version) !== expectedVersion) {
-          return yield* Effect.fail(
-            new Aborted({
-              message: `${address} is not at version ${expectedVersion}`,
-              metadata: { address },
-            }),
-          );
-        }
-        const next = yield* change(current);
-        if (yield* store.update(address, current.record.revision, next.record, next.data)) {
-          return { record: next.record, lastAccessTime: yield* now };
-        }
-        if (expectedVersion !== undefined || attempt >= MAX_WRITE_ATTEMPTS) {
-          return yield* Effect.fail(
-            new Aborted({ message: `${address} changed concurrently; read it again` }),
-          );
-        }
-      }
-    });
+    store
+      .modify(
+        address,
+        (current): Effect.Effect<EntryChange, E | Aborted> =>
+          expectedVersion !== undefined && BigInt(current.record.version) !== expectedVersion
+            ? Effect.fail(
+                new Aborted({
+                  message: `${address} is not at version ${expectedVersion}`,
+                  metadata: { address },
+                }),
+              )
+            : change(current),
+      )
+      .pipe(
+        Effect.flatMap(
+          Option.match({ onNone: () => Effect.fail(notFound(address)), onSome: Effect.succeed }),
+        ),
+      );
 
   const allocate = (req: AllocateRequest) =>
     unavailable(

@@ -1,10 +1,11 @@
 /**
  * The storage contract under the MemoryManager: addressed entries whose
  * time-to-live and maximum idle time are enforced by the backend itself,
- * compare-and-set updates, filtered listing, a cluster-wide event stream,
- * branch records and holder-checked expiring locks. The rules (addresses,
- * ownership, isolation, merges) are written once on top; Hazelcast and the
- * embedded store implement only this, with the same semantics.
+ * atomic read-modify-writes and compare-and-set updates, filtered listing,
+ * a cluster-wide event stream, branch records and holder-checked expiring
+ * locks. The rules (addresses, ownership, isolation, merges) are written
+ * once on top; Hazelcast and the embedded store implement only this, with
+ * the same semantics.
  */
 import { Context, type Effect, type Option, type Queue, type Scope } from "effect";
 import { StoreUnavailable } from "../common/store-error.js";
@@ -82,6 +83,19 @@ export interface BranchRecord {
   readonly updateTime: number;
 }
 
+/** What a `modify` makes of an entry: its next record, and its next data when given. */
+export interface EntryChange {
+  readonly record: MemoryRecord;
+  /** Absent: the data stays as it is. */
+  readonly data?: Uint8Array;
+}
+
+/** An entry read with its data. */
+export interface EntryWithData {
+  readonly entry: StoredEntry;
+  readonly data: Uint8Array;
+}
+
 export type UnlockResult = "unlocked" | "missing" | "others";
 
 export { StoreUnavailable };
@@ -104,12 +118,21 @@ export interface MemoryStoreShape {
     touch: boolean,
   ) => Effect.Effect<Option.Option<StoredEntry>, StoreUnavailable>;
   /** Record and data together; counts as an access. */
-  readonly read: (
+  readonly read: (address: string) => Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable>;
+  /**
+   * Read-modify-write as one step: `change` gets the live entry and returns
+   * its next record (and data), which replace it; no other change, creation
+   * or removal of the address comes between the read and the write. None,
+   * without calling `change`, when the entry is not there; when `change`
+   * fails, the entry stays as it was. The record keeps its address; the TTL
+   * keeps counting from allocation (`record.expireTime`); max idle restarts.
+   * `change` decides, it does not wait: other writers of the address wait
+   * for it. Gives the entry as written.
+   */
+  readonly modify: <E>(
     address: string,
-  ) => Effect.Effect<
-    Option.Option<{ readonly entry: StoredEntry; readonly data: Uint8Array }>,
-    StoreUnavailable
-  >;
+    change: (current: StoredEntry) => Effect.Effect<EntryChange, E>,
+  ) => Effect.Effect<Option.Option<StoredEntry>, E | StoreUnavailable>;
   /**
    * Replaces the record (and the data, when given) only if the stored
    * record's `revision` equals `expectedRevision`; atomic, so of two writers

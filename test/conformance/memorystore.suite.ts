@@ -254,6 +254,84 @@ export const memoryStoreConformance = (
         }),
       );
 
+      it.effect(
+        "modify: the change sees the live entry; its record and data replace it, data kept when not given",
+        () =>
+          Effect.gen(function* () {
+            const store = yield* MemoryStore;
+            const record = yield* created();
+            const now = yield* Clock.currentTimeMillis;
+            const first = written(record, now, bytes(1, 2));
+            const seen: MemoryRecord[] = [];
+            const modified = yield* store.modify(record.address, (current) => {
+              seen.push(current.record);
+              return Effect.succeed({ record: first, data: bytes(1, 2) });
+            });
+            expect(seen).toEqual([record]);
+            expect(Option.map(modified, (e) => e.record)).toEqual(Option.some(first));
+            expect(Option.getOrThrow(modified).lastAccessTime).toBeGreaterThanOrEqual(now);
+            let read = Option.getOrThrow(yield* store.read(record.address));
+            expect(read.entry.record).toEqual(first);
+            expect(read.data).toEqual(bytes(1, 2));
+
+            const transferred = { ...first, owner: unique("owner"), revision: first.revision + 1 };
+            yield* store.modify(record.address, () => Effect.succeed({ record: transferred }));
+            read = Option.getOrThrow(yield* store.read(record.address));
+            expect(read.entry.record).toEqual(transferred);
+            expect(read.data).toEqual(bytes(1, 2));
+
+            // A failing change leaves the entry as it was.
+            const refused = yield* Effect.flip(
+              store.modify(record.address, () => Effect.fail("refused" as const)),
+            );
+            expect(refused).toBe("refused");
+            read = Option.getOrThrow(yield* store.read(record.address));
+            expect(read.entry.record).toEqual(transferred);
+            expect(read.data).toEqual(bytes(1, 2));
+
+            // Not there: no change is asked for.
+            let asked = false;
+            const missing = yield* store.modify(unique("missing"), () => {
+              asked = true;
+              return Effect.succeed({ record: first });
+            });
+            expect(missing).toEqual(Option.none());
+            expect(asked).toBe(false);
+          }),
+      );
+
+      it.effect("modify: 20 concurrent changes of one entry all apply, one after the other", () =>
+        Effect.gen(function* () {
+          const store = yield* MemoryStore;
+          const record = yield* created();
+          const results = yield* Effect.all(
+            Array.from({ length: 20 }, (_, i) =>
+              store.modify(record.address, (current) =>
+                Effect.succeed({
+                  record: {
+                    ...current.record,
+                    version: current.record.version + 1,
+                    revision: current.record.revision + 1,
+                    sizeBytes: current.record.sizeBytes + 1,
+                  },
+                  data: bytes(i),
+                }),
+              ),
+            ),
+            { concurrency: "unbounded" },
+          );
+          // Each saw the one before it: no change was lost or made twice.
+          const versions = results.map((r) => Option.getOrThrow(r).record.version);
+          expect([...versions].sort((x, y) => x - y)).toEqual(
+            Array.from({ length: 20 }, (_, i) => i + 1),
+          );
+          const read = Option.getOrThrow(yield* store.read(record.address));
+          expect(read.entry.record).toMatchObject({ version: 20, revision: 20, sizeBytes: 20 });
+          const last = versions.indexOf(20);
+          expect(read.data).toEqual(bytes(last));
+        }),
+      );
+
       it.effect("remove deletes the entry and its data; the address can be created again", () =>
         Effect.gen(function* () {
           const store = yield* MemoryStore;
@@ -342,11 +420,20 @@ export const memoryStoreConformance = (
             // Every access restarts max idle; none may extend the TTL.
             const accessedAndGone = Effect.gen(function* () {
               accesses++;
-              if (accesses % 3 === 0) {
+              if (accesses % 6 === 0) {
                 const next = written(current, yield* Clock.currentTimeMillis, bytes(accesses));
                 if (yield* store.update(record.address, current.revision, next, bytes(accesses))) {
                   current = next;
                 }
+              } else if (accesses % 3 === 0) {
+                const at = yield* Clock.currentTimeMillis;
+                const modified = yield* store.modify(record.address, (entry) =>
+                  Effect.succeed({
+                    record: written(entry.record, at, bytes(accesses)),
+                    data: bytes(accesses),
+                  }),
+                );
+                if (Option.isSome(modified)) current = modified.value.record;
               }
               const got =
                 accesses % 3 === 1

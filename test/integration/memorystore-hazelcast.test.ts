@@ -226,6 +226,10 @@ describe("HazelcastMemoryStore", () => {
       // A replace on the member would drop both (Hazelcast resets them on writes without them).
       expect(yield* store.update(record.address, 0, next(record), Uint8Array.of(1, 2))).toBe(true);
       expect(yield* store.update(record.address, 1, next(next(record)))).toBe(true);
+      const modified = yield* store.modify(record.address, (current) =>
+        Effect.succeed({ record: next(current.record), data: Uint8Array.of(3) }),
+      );
+      expect(Option.getOrThrow(modified).record.revision).toBe(3);
       const updated = yield* viewOf(record.address);
       const at = yield* Clock.currentTimeMillis;
       expect(updated?.maxIdle).toBe(11_000);
@@ -370,6 +374,7 @@ describe("HazelcastMemoryStore", () => {
         const record = recordAt(started);
         const other = recordAt(started);
         const third = recordAt(started);
+        const fourth = recordAt(started);
         const calls: ReadonlyArray<readonly [string, Effect.Effect<unknown, StoreUnavailable>]> = [
           ["ping", store.ping],
           [
@@ -383,6 +388,10 @@ describe("HazelcastMemoryStore", () => {
           ["get touching", store.get(record.address, true)],
           ["read", store.read(record.address)],
           ["update", store.update(other.address, 0, next(other), Uint8Array.of(1))],
+          [
+            "modify",
+            store.modify(fourth.address, (current) => Effect.succeed({ record: current.record })),
+          ],
           ["remove", store.remove(third.address)],
           ["query", store.query({ executionId: record.executionId })],
           ["subscribe", Effect.scoped(store.subscribe)],
@@ -390,7 +399,7 @@ describe("HazelcastMemoryStore", () => {
           ["tryLock", store.tryLock("resource", "holder", 1_000)],
           ["unlock", store.unlock("resource", "holder")],
         ];
-        // All at once. Each call is bounded by 3 s (an update may wait 2 s more for another
+        // All at once. Each call is bounded by 3 s (a change may wait 2 s more for another
         // instance's key lock): it must fail with StoreUnavailable within that, never hang.
         const outcomes = yield* Effect.forEach(
           calls,
@@ -398,7 +407,7 @@ describe("HazelcastMemoryStore", () => {
             Effect.exit(
               effect.pipe(
                 Effect.timeoutFail({
-                  duration: name === "update" ? "6 seconds" : "4 seconds",
+                  duration: name === "update" || name === "modify" ? "6 seconds" : "4 seconds",
                   onTimeout: () => ({ _tag: "Hung" }),
                 }),
               ),

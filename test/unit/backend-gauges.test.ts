@@ -88,6 +88,7 @@ describe("Hazelcast map sizes", () => {
     return {
       onMeta: on("meta"),
       onData: on("data"),
+      onMetaAndData: () => Effect.dieMessage("the map sizes use one map per call"),
       onBranches: on("branches"),
       onLocks: on("locks"),
       ping: Effect.void,

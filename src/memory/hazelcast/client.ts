@@ -275,6 +275,16 @@ export interface Cluster {
   readonly onMeta: OnMap<HazelcastJsonValue>;
   /** key of a version's bytes → the bytes. */
   readonly onData: OnMap<Buffer>;
+  /**
+   * One bounded call on `meta` and `data` together: requests made in the
+   * same tick leave in one socket write (the client's auto-pipelining), and
+   * a write is a good part of a round trip's CPU here.
+   */
+  readonly onMetaAndData: <A>(
+    what: string,
+    op: (meta: IMap<string, HazelcastJsonValue>, data: IMap<string, Buffer>) => Promise<A>,
+    timeout?: Duration.Duration,
+  ) => Effect.Effect<A, StoreUnavailable>;
   readonly onBranches: OnMap<HazelcastJsonValue>;
   readonly onLocks: OnMap<HazelcastJsonValue>;
   readonly ping: Effect.Effect<void, StoreUnavailable>;
@@ -323,6 +333,23 @@ export const connect = (
     return {
       onMeta: on<HazelcastJsonValue>("meta"),
       onData: on<Buffer>("data"),
+      onMetaAndData: (what, op, timeout) =>
+        Effect.suspend(() => {
+          const lost = reachability.lost();
+          return lost === undefined
+            ? call(
+                `meta and data ${what}`,
+                async () => {
+                  const [meta, data] = await Promise.all([
+                    map<HazelcastJsonValue>("meta"),
+                    map<Buffer>("data"),
+                  ]);
+                  return op(meta, data);
+                },
+                timeout,
+              )
+            : Effect.fail(lost);
+        }),
       onBranches: on<HazelcastJsonValue>("branches"),
       onLocks: on<HazelcastJsonValue>("locks"),
       // Not held back by a failed ping (it is what finds the cluster back), only by a lost connection.

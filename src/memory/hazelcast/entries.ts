@@ -37,12 +37,24 @@
  *
  * `create` is `putIfAbsent` (an entry past its TTL that the member still
  * holds is evicted under the key lock first, with an `expired` event);
- * `update` is the key-locked compare-and-set; `remove` is `remove`.
+ * `modify` and `update` read, decide and write under the key lock
+ * (key-lock.ts); `remove` is `remove`. Round trips of a change that
+ * replaces the bytes: `tryLock`, `getEntryView`, `set` of the bytes, `set`
+ * of the record, then `unlock` with the `delete` of the old bytes (two
+ * calls in one socket write); without new bytes, a `containsKey` of the
+ * bytes (their max idle) instead of their `set`, and no `delete`.
  */
 import { randomUUID } from "node:crypto";
-import { Effect, Option } from "effect";
-import type { HazelcastJsonValue } from "hazelcast-client";
-import type { MemoryFilter, MemoryRecord, MemoryStoreShape, StoredEntry } from "../store.js";
+import { type Duration, Effect, Option } from "effect";
+import type { HazelcastJsonValue, SimpleEntryView } from "hazelcast-client";
+import type {
+  EntryChange,
+  MemoryFilter,
+  MemoryRecord,
+  MemoryStoreShape,
+  StoredEntry,
+  StoreUnavailable,
+} from "../store.js";
 import { bestEffort, type Cluster, MAX_ATTEMPTS, PARALLEL } from "./client.js";
 import { predicateOf } from "./filter.js";
 import { makeKeyLocks } from "./key-lock.js";
@@ -72,9 +84,27 @@ const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | unde
   return at < stored.expireTime ? stored : undefined;
 };
 
+/** The entry an entry view shows, read without touching it. */
+const untouchedEntry = (
+  view: SimpleEntryView<string, HazelcastJsonValue>,
+  stored: StoredMeta,
+  at: number,
+): StoredEntry => {
+  // No per-entry statistics on a default member: derived from the expiration (see the module comment).
+  const maxIdle = asLong(view.maxIdle);
+  const fromIdle = maxIdle > 0 && maxIdle < NO_LIMIT ? asLong(view.expirationTime) - maxIdle : 0;
+  const lastAccessTime = Math.max(
+    asLong(view.lastAccessTime) < NO_LIMIT ? asLong(view.lastAccessTime) : 0,
+    asLong(view.lastUpdateTime) < NO_LIMIT ? asLong(view.lastUpdateTime) : 0,
+    fromIdle,
+    stored.lastWriteTime,
+  );
+  return { record: recordOf(stored), lastAccessTime: Math.min(lastAccessTime, at) };
+};
+
 export const makeEntryStore = (
   cluster: Cluster,
-): Pick<MemoryStoreShape, "create" | "get" | "read" | "update" | "remove" | "query"> => {
+): Pick<MemoryStoreShape, "create" | "get" | "read" | "modify" | "update" | "remove" | "query"> => {
   const { onMeta, onData } = cluster;
   const { serialized, withKeyLock } = makeKeyLocks(cluster);
 
@@ -84,20 +114,7 @@ export const makeEntryStore = (
       const at = yield* now;
       const stored = liveMeta(view?.value ?? null, at);
       if (view === null || stored === undefined) return Option.none<StoredEntry>();
-      // No per-entry statistics on a default member: derived from the expiration (see the module comment).
-      const maxIdle = asLong(view.maxIdle);
-      const fromIdle =
-        maxIdle > 0 && maxIdle < NO_LIMIT ? asLong(view.expirationTime) - maxIdle : 0;
-      const lastAccessTime = Math.max(
-        asLong(view.lastAccessTime) < NO_LIMIT ? asLong(view.lastAccessTime) : 0,
-        asLong(view.lastUpdateTime) < NO_LIMIT ? asLong(view.lastUpdateTime) : 0,
-        fromIdle,
-        stored.lastWriteTime,
-      );
-      return Option.some<StoredEntry>({
-        record: recordOf(stored),
-        lastAccessTime: Math.min(lastAccessTime, at),
-      });
+      return Option.some(untouchedEntry(view, stored, at));
     });
 
   const getTouched = (address: string) =>
@@ -131,15 +148,23 @@ export const makeEntryStore = (
     });
 
   /** Writes the bytes of a record version under a fresh key; expiring a little after the record. */
-  const putData = (record: MemoryRecord, data: Uint8Array, at: number) => {
+  const putData = (
+    record: MemoryRecord,
+    data: Uint8Array,
+    at: number,
+    timeout?: Duration.Duration,
+  ) => {
     const key = newDataKey(record.address);
-    return onData("set", (m) =>
-      m.set(
-        key,
-        Buffer.from(data),
-        memberMillis(record.expireTime - at + DATA_GRACE_MS),
-        memberMaxIdle(record.maxIdleMs > 0 ? record.maxIdleMs + DATA_GRACE_MS : 0),
-      ),
+    return onData(
+      "set",
+      (m) =>
+        m.set(
+          key,
+          Buffer.from(data),
+          memberMillis(record.expireTime - at + DATA_GRACE_MS),
+          memberMaxIdle(record.maxIdleMs > 0 ? record.maxIdleMs + DATA_GRACE_MS : 0),
+        ),
+      timeout,
     ).pipe(Effect.as(key));
   };
 
@@ -160,19 +185,22 @@ export const makeEntryStore = (
         if (existing !== null && liveMeta(existing, at) === undefined) {
           // Past its TTL but not yet removed by the member: expire it now (an `expired`
           // event, like the member's own), then take the address.
-          existing = yield* withKeyLock(
-            address,
+          existing = yield* withKeyLock(address, (timeLeft) =>
             Effect.gen(function* () {
-              const current = yield* onMeta("get", (m) => m.get(address));
+              const current = yield* onMeta("get", (m) => m.get(address), yield* timeLeft);
               if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
               if (current !== null) {
-                yield* onMeta("evict", (m) => m.evict(address));
+                yield* onMeta("evict", (m) => m.evict(address), yield* timeLeft);
                 yield* bestEffort(
                   "deleting the bytes of an expired entry",
-                  onData("delete", (m) => m.delete(parse<StoredMeta>(current)._data)),
+                  Effect.flatMap(timeLeft, (timeout) =>
+                    onData("delete", (m) => m.delete(parse<StoredMeta>(current)._data), timeout),
+                  ),
                 );
               }
-              return yield* putIfAbsent;
+              return yield* Effect.flatMap(timeLeft, (timeout) =>
+                onMeta("putIfAbsent", (m) => m.putIfAbsent(address, value, ttl, maxIdle), timeout),
+              );
             }),
           );
         }
@@ -185,6 +213,65 @@ export const makeEntryStore = (
       }),
     );
 
+  /**
+   * The entry's next version, as `decide` makes it from the live one
+   * (undefined: left as it is), under the key lock; gives the record
+   * written. The replaced bytes go with the unlock: the record no longer
+   * points at them.
+   */
+  const change = <E>(
+    address: string,
+    decide: (current: StoredEntry) => Effect.Effect<EntryChange | undefined, E>,
+  ) =>
+    serialized(address)(
+      withKeyLock<{ record: MemoryRecord; replaced?: string } | undefined, E>(
+        address,
+        (timeLeft) =>
+          Effect.gen(function* () {
+            // Not touching: a change decided against is no access (a write touches anyway).
+            const view = yield* onMeta(
+              "getEntryView",
+              (m) => m.getEntryView(address),
+              yield* timeLeft,
+            );
+            const at = yield* now;
+            const stored = liveMeta(view?.value ?? null, at);
+            if (view === null || stored === undefined) return undefined;
+            const next = yield* decide(untouchedEntry(view, stored, at));
+            if (next === undefined) return undefined;
+            const { record, data } = next;
+            if (record.address !== address) {
+              return yield* Effect.dieMessage(`a change of ${address} must keep its address`);
+            }
+            // The TTL still counts from allocation: only what remains of it.
+            const ttl = memberMillis(record.expireTime - at);
+            const maxIdle = memberMaxIdle(record.maxIdleMs);
+            const dataKey =
+              data === undefined ? stored._data : yield* putData(record, data, at, yield* timeLeft);
+            if (data === undefined) {
+              // The bytes stay; restart their max idle with the record's.
+              yield* onData("containsKey", (m) => m.containsKey(stored._data), yield* timeLeft);
+            }
+            const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
+            yield* onMeta("set", (m) => m.set(address, value, ttl, maxIdle), yield* timeLeft);
+            return dataKey === stored._data ? { record } : { record, replaced: stored._data };
+          }),
+        (outcome) => outcome?.replaced,
+      ),
+    ).pipe(Effect.map((outcome) => outcome?.record));
+
+  const modify = <E>(
+    address: string,
+    f: (current: StoredEntry) => Effect.Effect<EntryChange, E>,
+  ): Effect.Effect<Option.Option<StoredEntry>, E | StoreUnavailable> =>
+    change(address, f).pipe(
+      Effect.flatMap((record) =>
+        record === undefined
+          ? Effect.succeed(Option.none())
+          : Effect.map(now, (at) => Option.some({ record, lastAccessTime: at })),
+      ),
+    );
+
   const update = (
     address: string,
     expectedRevision: number,
@@ -193,35 +280,11 @@ export const makeEntryStore = (
   ) =>
     record.address !== address
       ? Effect.dieMessage(`update of ${address} must not change its address`)
-      : serialized(address)(
-          withKeyLock(
-            address,
-            Effect.gen(function* () {
-              // Not touching: a lost compare-and-set is no access (a won one writes anyway).
-              const view = yield* onMeta("getEntryView", (m) => m.getEntryView(address));
-              const stored = liveMeta(view?.value ?? null, yield* now);
-              if (stored === undefined || stored.revision !== expectedRevision) return false;
-              const at = yield* now;
-              // The TTL still counts from allocation: only what remains of it.
-              const ttl = memberMillis(record.expireTime - at);
-              const maxIdle = memberMaxIdle(record.maxIdleMs);
-              const dataKey = data === undefined ? stored._data : yield* putData(record, data, at);
-              if (data === undefined) {
-                // The bytes stay; restart their max idle with the record's.
-                yield* onData("containsKey", (m) => m.containsKey(stored._data));
-              }
-              const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
-              yield* onMeta("set", (m) => m.set(address, value, ttl, maxIdle));
-              if (dataKey !== stored._data) {
-                yield* bestEffort(
-                  "deleting replaced bytes",
-                  onData("delete", (m) => m.delete(stored._data)),
-                );
-              }
-              return true;
-            }),
+      : change(address, (current) =>
+          Effect.succeed(
+            current.record.revision === expectedRevision ? { record, data } : undefined,
           ),
-        );
+        ).pipe(Effect.map((written) => written !== undefined));
 
   const remove = (address: string) =>
     serialized(address)(
@@ -265,6 +328,7 @@ export const makeEntryStore = (
     create,
     get: (address, touch) => (touch ? getTouched(address) : getUntouched(address)),
     read,
+    modify,
     update,
     remove,
     query,
