@@ -236,6 +236,16 @@ export const EmbeddedMemoryStore = {
               return Option.some({ entry: storedEntry(entry), data: entry.data.slice() });
             }),
 
+          readMany: (addresses) =>
+            step((now, emit) =>
+              addresses.map((address) => {
+                const entry = live(address, now, emit);
+                if (entry === undefined) return Option.none();
+                entry.lastAccessTime = now;
+                return Option.some({ entry: storedEntry(entry), data: entry.data.slice() });
+              }),
+            ),
+
           modify: (address, change) =>
             stepWith((now, emit) => {
               const entry = live(address, now, emit);

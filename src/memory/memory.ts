@@ -262,6 +262,16 @@ export const makeMemory = (
       return found;
     });
 
+  /** `readOne` of many, with the store's bulk read. */
+  const readMany = (addresses: ReadonlyArray<Address>) =>
+    Effect.gen(function* () {
+      const found = yield* store.readMany(addresses.map(formatAddress));
+      const hit = found.filter(Option.isSome).length;
+      yield* Ref.update(hits, (n) => n + hit);
+      yield* Ref.update(misses, (n) => n + found.length - hit);
+      return found;
+    });
+
   const read = (req: ReadRequest) =>
     unavailable(
       Effect.gen(function* () {
@@ -282,7 +292,7 @@ export const makeMemory = (
         );
         yield* Effect.forEach(addresses, (a) => mayRead(req.actingBranch, a));
         const at = yield* now;
-        const results = yield* Effect.forEach(addresses, (a) => readOne(a), { concurrency: 16 });
+        const results = yield* readMany(addresses);
         return {
           results: results.map((found, i) =>
             Option.match(found, {

@@ -1,11 +1,11 @@
 /**
  * The storage contract under the MemoryManager: addressed entries whose
  * time-to-live and maximum idle time are enforced by the backend itself,
- * atomic read-modify-writes and compare-and-set updates, filtered listing,
- * a cluster-wide event stream, branch records and holder-checked expiring
- * locks. The rules (addresses, ownership, isolation, merges) are written
- * once on top; Hazelcast and the embedded store implement only this, with
- * the same semantics.
+ * atomic read-modify-writes and compare-and-set updates, bulk reads,
+ * filtered listing, a cluster-wide event stream, branch records and
+ * holder-checked expiring locks. The rules (addresses, ownership,
+ * isolation, merges) are written once on top; Hazelcast and the embedded
+ * store implement only this, with the same semantics.
  */
 import { Context, type Effect, type Option, type Queue, type Scope } from "effect";
 import { StoreUnavailable } from "../common/store-error.js";
@@ -119,6 +119,14 @@ export interface MemoryStoreShape {
   ) => Effect.Effect<Option.Option<StoredEntry>, StoreUnavailable>;
   /** Record and data together; counts as an access. */
   readonly read: (address: string) => Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable>;
+  /**
+   * `read` of several addresses, answered in the order given (an address
+   * given twice is answered twice); with the backend's bulk reads, so the
+   * round trips do not grow with the number of addresses.
+   */
+  readonly readMany: (
+    addresses: ReadonlyArray<string>,
+  ) => Effect.Effect<ReadonlyArray<Option.Option<EntryWithData>>, StoreUnavailable>;
   /**
    * Read-modify-write as one step: `change` gets the live entry and returns
    * its next record (and data), which replace it; no other change, creation

@@ -332,6 +332,35 @@ export const memoryStoreConformance = (
         }),
       );
 
+      it.effect("readMany answers every address in order: found, missing, repeated", () =>
+        Effect.gen(function* () {
+          const store = yield* MemoryStore;
+          const one = yield* created();
+          const two = yield* created();
+          const next = written(two, yield* Clock.currentTimeMillis, bytes(4, 5));
+          expect(yield* store.update(two.address, 0, next, bytes(4, 5))).toBe(true);
+          const missing = unique("missing");
+          const got = yield* store.readMany([two.address, missing, one.address, two.address]);
+          expect(got.map((r) => Option.map(r, (f) => f.entry.record))).toEqual([
+            Option.some(next),
+            Option.none(),
+            Option.some(one),
+            Option.some(next),
+          ]);
+          expect(got.map((r) => Option.map(r, (f) => f.data))).toEqual([
+            Option.some(bytes(4, 5)),
+            Option.none(),
+            Option.some(new Uint8Array(0)),
+            Option.some(bytes(4, 5)),
+          ]);
+          // Each answer is a copy of its own.
+          Option.getOrThrow(got[0] ?? Option.none()).data[0] = 99;
+          expect(Option.getOrThrow(got[3] ?? Option.none()).data).toEqual(bytes(4, 5));
+          expect(Option.getOrThrow(yield* store.read(two.address)).data).toEqual(bytes(4, 5));
+          expect(yield* store.readMany([])).toEqual([]);
+        }),
+      );
+
       it.effect("remove deletes the entry and its data; the address can be created again", () =>
         Effect.gen(function* () {
           const store = yield* MemoryStore;
@@ -458,12 +487,14 @@ export const memoryStoreConformance = (
             const maxIdleMs = 2_000;
             const record = yield* created({ ttlMs: 60_000, maxIdleMs });
             const start = yield* Clock.currentTimeMillis;
-            // Touched every 200 ms, by get and read in turn, well past its max idle.
+            // Touched every 200 ms, by get, read and readMany in turn, well past its max idle.
             for (let i = 0; (yield* Clock.currentTimeMillis) - start < maxIdleMs + 1_500; i++) {
               const found =
-                i % 2 === 0
+                i % 3 === 0
                   ? Option.isSome(yield* store.get(record.address, true))
-                  : Option.isSome(yield* store.read(record.address));
+                  : i % 3 === 1
+                    ? Option.isSome(yield* store.read(record.address))
+                    : (yield* store.readMany([record.address])).every(Option.isSome);
               expect(found, `touched entry gone after ${i} accesses`).toBe(true);
               yield* Effect.sleep("200 millis");
             }

@@ -387,6 +387,7 @@ describe("HazelcastMemoryStore", () => {
           ["get", store.get(record.address, false)],
           ["get touching", store.get(record.address, true)],
           ["read", store.read(record.address)],
+          ["readMany", store.readMany([record.address, other.address])],
           ["update", store.update(other.address, 0, next(other), Uint8Array.of(1))],
           [
             "modify",

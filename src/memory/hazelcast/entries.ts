@@ -43,12 +43,14 @@
  * of the record, then `unlock` with the `delete` of the old bytes (two
  * calls in one socket write); without new bytes, a `containsKey` of the
  * bytes (their max idle) instead of their `set`, and no `delete`.
+ * `readMany` is one `getAll` on each map (per member holding the keys).
  */
 import { randomUUID } from "node:crypto";
 import { type Duration, Effect, Option } from "effect";
 import type { HazelcastJsonValue, SimpleEntryView } from "hazelcast-client";
 import type {
   EntryChange,
+  EntryWithData,
   MemoryFilter,
   MemoryRecord,
   MemoryStoreShape,
@@ -104,7 +106,10 @@ const untouchedEntry = (
 
 export const makeEntryStore = (
   cluster: Cluster,
-): Pick<MemoryStoreShape, "create" | "get" | "read" | "modify" | "update" | "remove" | "query"> => {
+): Pick<
+  MemoryStoreShape,
+  "create" | "get" | "read" | "readMany" | "modify" | "update" | "remove" | "query"
+> => {
   const { onMeta, onData } = cluster;
   const { serialized, withKeyLock } = makeKeyLocks(cluster);
 
@@ -145,6 +150,51 @@ export const makeEntryStore = (
         previousKey = stored._data;
       }
       return Option.none();
+    });
+
+  /**
+   * `read` of many: the records with one `getAll`, then their bytes with
+   * another (both touch, as `get` does). A record whose bytes were replaced
+   * in between is read again on its own.
+   */
+  const readMany = (addresses: ReadonlyArray<string>) =>
+    Effect.gen(function* () {
+      if (addresses.length === 0) return [];
+      const keys = [...new Set(addresses)];
+      const metas = yield* onMeta("getAll", (m) => m.getAll(keys));
+      const at = yield* now;
+      const live: StoredMeta[] = [];
+      for (const [, value] of metas) {
+        const stored = liveMeta(value, at);
+        if (stored !== undefined) live.push(stored);
+      }
+      const bytes = new Map(
+        live.length === 0 ? [] : yield* onData("getAll", (m) => m.getAll(live.map((s) => s._data))),
+      );
+      const found = new Map<string, EntryWithData>();
+      const replaced: string[] = [];
+      const readAt = yield* now;
+      for (const stored of live) {
+        const data = bytes.get(stored._data);
+        if (data == null) replaced.push(stored.address);
+        else {
+          found.set(stored.address, {
+            entry: { record: recordOf(stored), lastAccessTime: readAt },
+            data,
+          });
+        }
+      }
+      const again = yield* Effect.forEach(replaced, read, { concurrency: PARALLEL });
+      again.forEach((entry, i) => {
+        if (Option.isSome(entry)) found.set(replaced[i] as string, entry.value);
+      });
+      // A copy per answer: an address given twice gets two.
+      return addresses.map((address) =>
+        Option.map(Option.fromNullable(found.get(address)), (f) => ({
+          entry: f.entry,
+          data: new Uint8Array(f.data),
+        })),
+      );
     });
 
   /** Writes the bytes of a record version under a fresh key; expiring a little after the record. */
@@ -328,6 +378,7 @@ export const makeEntryStore = (
     create,
     get: (address, touch) => (touch ? getTouched(address) : getUntouched(address)),
     read,
+    readMany,
     modify,
     update,
     remove,
