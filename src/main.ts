@@ -6,6 +6,7 @@ import { Cause, Effect, Either, Exit, Fiber, Logger } from "effect";
 import { appLayer } from "./app.js";
 import { loadConfig } from "./config.js";
 import { MeshServer } from "./server/server.js";
+import { jsonLogs } from "./telemetry/logs.js";
 
 const config = Effect.runSync(loadConfig());
 if (Either.isLeft(config)) {
@@ -26,7 +27,7 @@ const program = Effect.gen(function* () {
   return yield* Effect.never;
 }).pipe(
   Effect.provide(appLayer(config.right)),
-  Effect.provide(Logger.json),
+  Effect.provide(jsonLogs),
   Logger.withMinimumLogLevel(config.right.logLevel),
 );
 

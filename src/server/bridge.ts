@@ -13,7 +13,7 @@ import {
   Effect,
   Exit,
   FiberId,
-  FiberRef,
+  type FiberRef,
   FiberRefs,
   HashMap,
   Option,
@@ -29,7 +29,7 @@ import {
   peerKey,
 } from "../common/caller.js";
 import type { MeshError } from "../common/errors.js";
-import { rpcSpanKey, traceIds } from "../telemetry/rpc.js";
+import { rpcSpanKey } from "../telemetry/rpc.js";
 import { principalKey } from "./auth.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
 
@@ -89,14 +89,12 @@ const deadlineOf = (ctx: HandlerContext) => {
  * The runtime one call runs on: the application's, plus the caller's
  * identity (CurrentClient, CurrentPrincipal, CurrentAuthorization), its
  * deadline in CurrentDeadline, the call's server span as the parent of
- * backend spans and its trace ids on log lines. Set as the fiber's initial
+ * backend spans (log lines take their trace ids from it: telemetry/logs.ts). Set as the fiber's initial
  * state rather than with `Effect.locally`, which would add an
  * acquire/release step per value to every call.
  */
 const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.Runtime<R> => {
   const span = ctx.values.get(rpcSpanKey);
-  const ids = Object.entries(traceIds(span));
-  const annotations = FiberRefs.getOrDefault(runtime.fiberRefs, FiberRef.currentLogAnnotations);
   const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[FiberId.none, value]]] as const;
   return Runtime.make({
     context: span
@@ -109,14 +107,6 @@ const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runti
         set(CurrentPrincipal, ctx.values.get(principalKey)),
         set(CurrentAuthorization, ctx.requestHeader.get("authorization") ?? undefined),
         set(CurrentDeadline, deadlineOf(ctx)),
-        ...(ids.length === 0
-          ? []
-          : [
-              set(
-                FiberRef.currentLogAnnotations,
-                HashMap.union(annotations, HashMap.fromIterable(ids)),
-              ),
-            ]),
       ],
     }),
   });

@@ -11,7 +11,6 @@
  * connect-node's gRPC sends it. Messages are decoded and encoded here with
  * protobuf-es, so a malformed request gets a status like any other failure.
  */
-import { once } from "node:events";
 import type { SecureServerOptions } from "node:http2";
 import {
   create,
@@ -21,16 +20,10 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import {
-  Code,
-  ConnectError,
-  createContextValues,
-  createHandlerContext,
-  type HandlerContext,
-} from "@connectrpc/connect";
+import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
-import type { TextMapGetter } from "@opentelemetry/api";
+import type { Span, TextMapGetter } from "@opentelemetry/api";
 import { peerKey } from "../common/caller.js";
 import { OK, rpcSpanKey } from "../telemetry/rpc.js";
 import { certificateKey, principalKey } from "./auth.js";
@@ -86,11 +79,91 @@ const toStatus = (error: ConnectError): Partial<grpc.StatusObject> => {
 
 const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length);
 
+/**
+ * The HandlerContext the implementations get, built directly: connect's
+ * createHandlerContext adds a deadline timer and linked signals per call,
+ * which grpc-js's own deadline handling makes unneeded here.
+ */
+const context = (
+  method: DescMethod,
+  metadata: grpc.Metadata,
+  signal: AbortSignal,
+  deadlineMs: number,
+  caller: {
+    peer: string;
+    certificate: string | undefined;
+    principal: string | undefined;
+    span: Span;
+  },
+): HandlerContext => {
+  let requestHeader: Headers | undefined;
+  let responseHeader: Headers | undefined;
+  let responseTrailer: Headers | undefined;
+  return {
+    service: method.parent,
+    method,
+    protocolName: "grpc",
+    requestMethod: "POST",
+    url: `/${method.parent.typeName}/${method.name}`,
+    signal,
+    timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
+    // Built when read (the bridge reads `authorization`), not for every call.
+    get requestHeader() {
+      requestHeader ??= headersOf(metadata);
+      return requestHeader;
+    },
+    // Not sent on this path: no implementation sets them.
+    get responseHeader() {
+      responseHeader ??= new Headers();
+      return responseHeader;
+    },
+    get responseTrailer() {
+      responseTrailer ??= new Headers();
+      return responseTrailer;
+    },
+    values: createContextValues()
+      .set(peerKey, caller.peer)
+      .set(certificateKey, caller.certificate)
+      .set(principalKey, caller.principal)
+      .set(rpcSpanKey, caller.span),
+  };
+};
+
 type Call = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer>;
+
+/** Resolves once the stream takes writes again, or the call is over; leaves no listener behind. */
+const drainedOrAborted = (stream: NodeJS.EventEmitter, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off("drain", done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    stream.once("drain", done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+
+/**
+ * Runs functions after the answers queued so far: the spans' and metrics'
+ * work does not stand in front of the bytes. One immediate for all the calls
+ * that end in a turn of the event loop, not one each.
+ */
+const afterAnswers = (() => {
+  let queue: Array<() => void> = [];
+  const drain = () => {
+    const run = queue;
+    queue = [];
+    for (const f of run) f();
+  };
+  return (f: () => void) => {
+    if (queue.push(f) === 1) setImmediate(drain);
+  };
+})();
 
 export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Listening> => {
   const { policy, reportDefect } = options;
   const readOptions = { readUnknownFields: true, recursionLimit: options.recursionLimit };
+  const secure = options.tls !== undefined;
 
   /** Everything a call needs before its handler runs; undefined when the policy refused it. */
   const begin = (
@@ -106,19 +179,15 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       call.metadata,
       metadataGetter,
     );
-    const certificate = certificateName(call);
+    const certificate = secure ? certificateName(call) : undefined;
     const peer = call.getPeer();
     let admission: Admission | undefined;
-    let ctx: ReturnType<typeof createHandlerContext> | undefined;
     let done = false;
     const finish = (code: number, message?: string) => {
       if (done) return;
       done = true;
       admission?.release?.();
-      // Clears the deadline's timer; the call is over, so nothing listens any more.
-      ctx?.abort();
-      // After the answer's bytes are queued: the span's work does not stand in front of them.
-      setImmediate(() => observed.finish(code, message));
+      afterAnswers(() => observed.finish(code, message));
     };
     const finishWith = (error: ConnectError) => finish(error.code, error.rawMessage);
     try {
@@ -127,32 +196,31 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       fail(callError(info, e, false, reportDefect), finishWith);
       return undefined;
     }
-    const cancelled = new AbortController();
-    call.once("cancelled", () => {
-      cancelled.abort(new ConnectError("the client cancelled the call", Code.Canceled));
-      finish(Code.Canceled, "the client cancelled the call");
-    });
+    // grpc-js ends a call whose deadline passed (DEADLINE_EXCEEDED) and reports it cancelled,
+    // as when the client leaves: one signal covers both, with no timer of our own.
     const deadline = call.getDeadline();
-    const ms = deadline instanceof Date ? deadline.getTime() : deadline;
-    ctx = createHandlerContext({
-      service: method.parent,
-      method,
-      protocolName: "grpc",
-      requestMethod: "POST",
-      url: `/${method.parent.typeName}/${method.name}`,
-      timeoutMs: Number.isFinite(ms) ? Math.max(0, ms - Date.now()) : undefined,
-      requestSignal: cancelled.signal,
-      requestHeader: headersOf(call.metadata),
-      contextValues: createContextValues()
-        .set(peerKey, peer)
-        .set(certificateKey, certificate)
-        .set(principalKey, admission.principal)
-        .set(rpcSpanKey, observed.span),
+    const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
+    const cancelled = new AbortController();
+    // grpc-js reports every call cancelled once its status is out: only one not yet over was.
+    call.once("cancelled", () => {
+      if (done) return;
+      const error =
+        Date.now() >= deadlineMs
+          ? new ConnectError("the deadline passed", Code.DeadlineExceeded)
+          : new ConnectError("the client cancelled the call", Code.Canceled);
+      cancelled.abort(error);
+      finishWith(error);
+    });
+    const ctx = context(method, call.metadata, cancelled.signal, deadlineMs, {
+      peer,
+      certificate,
+      principal: admission.principal,
+      span: observed.span,
     });
     /** The error a throw becomes, reported and sent once. */
     const failed = (e: unknown) =>
       fail(callError(info, e, cancelled.signal.aborted, reportDefect), finishWith);
-    return { ctx: ctx as HandlerContext, finish, failed };
+    return { ctx, finish, failed };
   };
 
   const decode = <M extends DescMethod>(schema: M["input"], bytes: Buffer) => {
@@ -181,7 +249,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
   ) => {
     for await (const answer of answers) {
       if (!call.write(encode(method, answer)) && !ctx.signal.aborted)
-        await Promise.race([once(call, "drain"), once(ctx.signal, "abort")]);
+        await drainedOrAborted(call, ctx.signal);
     }
     call.end();
   };
@@ -238,8 +306,10 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           if (started === undefined) return;
           const { ctx, finish, failed } = started;
           const requests = (async function* () {
-            for await (const bytes of call as AsyncIterable<Buffer>)
-              yield decode(method.input, bytes);
+            // Iterating a stream destroys it at the end by default: its writable side
+            // still has the answers to send.
+            for await (const bytes of call.iterator({ destroyOnReturn: false }))
+              yield decode(method.input, bytes as Buffer);
           })();
           Promise.resolve()
             .then(async () => {

@@ -5,7 +5,19 @@
  * the record to its trace) and cause.
  */
 import { type LogAttributes, SeverityNumber } from "@opentelemetry/api-logs";
-import { Cause, Effect, HashMap, Layer, Logger, type LogLevel } from "effect";
+import {
+  Cause,
+  Context,
+  Effect,
+  FiberRef,
+  FiberRefs,
+  HashMap,
+  Layer,
+  Logger,
+  type LogLevel,
+  Option,
+  Tracer,
+} from "effect";
 import { INSTRUMENTATION_SCOPE, Telemetry } from "./pipeline.js";
 
 const severities: Record<LogLevel.LogLevel["_tag"], SeverityNumber> = {
@@ -24,25 +36,54 @@ const text = (message: unknown): string => {
   return parts.map((p) => (typeof p === "string" ? p : JSON.stringify(p))).join(" ");
 };
 
+/**
+ * Tags a log line with the trace and span ids of the span it was written
+ * under (the call's server span, or a backend span inside it), read when a
+ * line is written rather than set on every call.
+ */
+export const withTraceIds = <M, O>(logger: Logger.Logger<M, O>): Logger.Logger<M, O> =>
+  Logger.mapInputOptions(logger, (options) => {
+    const span = Context.getOption(
+      FiberRefs.getOrDefault(options.context, FiberRef.currentContext),
+      Tracer.ParentSpan,
+    );
+    if (Option.isNone(span)) return options;
+    return {
+      ...options,
+      annotations: options.annotations.pipe(
+        HashMap.set("trace_id", span.value.traceId as unknown),
+        HashMap.set("span_id", span.value.spanId as unknown),
+      ),
+    };
+  });
+
+/** JSON lines on stdout, as `Logger.json`, tagged with trace ids. */
+export const jsonLogs: Layer.Layer<never> = Logger.replace(
+  Logger.defaultLogger,
+  withTraceIds(Logger.withConsoleLog(Logger.jsonLogger)),
+);
+
 /** Adds the OpenTelemetry logger to the loggers of everything built on this layer. */
 export const otelLogs = Layer.unwrapEffect(
   Effect.map(Telemetry, ({ loggerProvider }) => {
     const otel = loggerProvider.getLogger(INSTRUMENTATION_SCOPE);
     return Logger.add(
-      Logger.make(({ logLevel, message, annotations, cause, date }) => {
-        const attributes: LogAttributes = {};
-        for (const [key, value] of HashMap.toEntries(annotations)) {
-          attributes[key] = typeof value === "string" ? value : JSON.stringify(value);
-        }
-        if (!Cause.isEmpty(cause)) attributes["exception.message"] = Cause.pretty(cause);
-        otel.emit({
-          timestamp: date,
-          severityNumber: severities[logLevel._tag],
-          severityText: logLevel.label,
-          body: text(message),
-          attributes,
-        });
-      }),
+      withTraceIds(
+        Logger.make(({ logLevel, message, annotations, cause, date }) => {
+          const attributes: LogAttributes = {};
+          for (const [key, value] of HashMap.toEntries(annotations)) {
+            attributes[key] = typeof value === "string" ? value : JSON.stringify(value);
+          }
+          if (!Cause.isEmpty(cause)) attributes["exception.message"] = Cause.pretty(cause);
+          otel.emit({
+            timestamp: date,
+            severityNumber: severities[logLevel._tag],
+            severityText: logLevel.label,
+            body: text(message),
+            attributes,
+          });
+        }),
+      ),
     );
   }),
 );

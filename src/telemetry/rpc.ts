@@ -174,10 +174,3 @@ export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
     },
   };
 };
-
-/** Trace and span ids of the call's span, for log lines. */
-export const traceIds = (span: Span | undefined): Record<string, string> => {
-  const context = span?.spanContext();
-  if (!context || !trace.isSpanContextValid(context)) return {};
-  return { trace_id: context.traceId, span_id: context.spanId };
-};

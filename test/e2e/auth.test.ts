@@ -61,7 +61,11 @@ afterAll(() => mesh.close());
 
 const detailCode = (e: ConnectError) => e.findDetails(ErrorDetailSchema)[0]?.code;
 
-describe.each(["gRPC (h2c)", "Connect over HTTP/1.1"] as ProtocolName[])("tokens over %s", (p) => {
+describe.each([
+  "gRPC (h2c)",
+  "Connect over HTTP/1.1",
+  "gRPC, native port (grpc-js)",
+] as ProtocolName[])("tokens over %s", (p) => {
   const store = () => clientFor(DataStoreService, p, mesh.url);
 
   it("refuses a call without a token, or with an unknown one, as UNAUTHENTICATED", async () => {

@@ -1,4 +1,7 @@
-/** A plain @grpc/grpc-js client, as other Node services in the mesh call us. */
+/**
+ * A plain @grpc/grpc-js client, as other Node services in the mesh call us:
+ * on the one port (connect-node) and on the native gRPC port (grpc-js).
+ */
 import { create, fromBinary, type Message, toBinary } from "@bufbuild/protobuf";
 import type { GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { anyUnpack } from "@bufbuild/protobuf/wkt";
@@ -12,6 +15,12 @@ import {
   HealthCheckResponseSchema,
   HealthCheckResponse_ServingStatus as Status,
 } from "../../gen/grpc/health/v1/health_pb.js";
+import {
+  type ServerReflectionRequest,
+  ServerReflectionRequestSchema,
+  type ServerReflectionResponse,
+  ServerReflectionResponseSchema,
+} from "../../gen/grpc/reflection/v1/reflection_pb.js";
 import { setHealth, startMesh, type TestMesh } from "../support/mesh.js";
 
 const codec = <T extends Message>(schema: GenMessage<T>) => ({
@@ -22,28 +31,32 @@ const req = codec(HealthCheckRequestSchema);
 const res = codec(HealthCheckResponseSchema);
 
 let mesh: TestMesh;
-let client: grpc.Client;
 beforeAll(async () => {
   mesh = await startMesh();
-  client = new grpc.Client(`127.0.0.1:${mesh.port}`, grpc.credentials.createInsecure());
 });
-afterAll(async () => {
-  client.close();
-  await mesh.close();
-});
+afterAll(() => mesh.close());
 
-const check = (service: string) =>
-  new Promise<HealthCheckResponse>((resolve, reject) =>
-    client.makeUnaryRequest(
-      "/grpc.health.v1.Health/Check",
-      req.serialize,
-      res.deserialize,
-      create(HealthCheckRequestSchema, { service }),
-      (err, value) => (err || !value ? reject(err) : resolve(value)),
-    ),
-  );
+describe.each([
+  ["the one port", () => new URL(mesh.url).host],
+  ["the native gRPC port", () => new URL(mesh.grpcUrl as string).host],
+])("@grpc/grpc-js client on %s", (where, target) => {
+  let client: grpc.Client;
+  beforeAll(() => {
+    client = new grpc.Client(target(), grpc.credentials.createInsecure());
+  });
+  afterAll(() => client.close());
 
-describe("@grpc/grpc-js client", () => {
+  const check = (service: string) =>
+    new Promise<HealthCheckResponse>((resolve, reject) =>
+      client.makeUnaryRequest(
+        "/grpc.health.v1.Health/Check",
+        req.serialize,
+        res.deserialize,
+        create(HealthCheckRequestSchema, { service }),
+        (err, value) => (err || !value ? reject(err) : resolve(value)),
+      ),
+    );
+
   it("calls Health/Check", async () => {
     expect((await check("")).status).toBe(Status.SERVING);
   });
@@ -65,15 +78,53 @@ describe("@grpc/grpc-js client", () => {
       "/grpc.health.v1.Health/Watch",
       req.serialize,
       res.deserialize,
-      create(HealthCheckRequestSchema, { service: "grpcjs.watched" }),
+      create(HealthCheckRequestSchema, { service: `grpcjs.watched on ${where}` }),
     );
     const seen: Status[] = [];
     for await (const msg of call as AsyncIterable<HealthCheckResponse>) {
       seen.push(msg.status);
-      if (seen.length === 1) await setHealth(mesh, "grpcjs.watched", "SERVING");
+      if (seen.length === 1) await setHealth(mesh, `grpcjs.watched on ${where}`, "SERVING");
       if (seen.length === 2) break;
     }
     call.cancel();
     expect(seen).toEqual([Status.SERVICE_UNKNOWN, Status.SERVING]);
+  });
+
+  it("answers a request that is not protobuf with a status, and keeps serving", async () => {
+    const raw = (b: Buffer) => b;
+    const err = await new Promise<grpc.ServiceError>((resolve, reject) =>
+      client.makeUnaryRequest(
+        "/floworchestrator.datastore.v1.DataStoreService/GetEntity",
+        raw,
+        raw,
+        Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+        (e) => (e ? resolve(e) : reject(new Error("expected a failure"))),
+      ),
+    );
+    expect([grpc.status.INTERNAL, grpc.status.INVALID_ARGUMENT]).toContain(err.code);
+    expect(err.details).toMatch(/parse|premature|invalid/i);
+    expect((await check("")).status).toBe(Status.SERVING);
+  });
+
+  it("lists the services through reflection", async () => {
+    const call = client.makeBidiStreamRequest(
+      "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+      (m: ServerReflectionRequest) => Buffer.from(toBinary(ServerReflectionRequestSchema, m)),
+      (b: Buffer) => fromBinary(ServerReflectionResponseSchema, b),
+    );
+    call.write(
+      create(ServerReflectionRequestSchema, {
+        messageRequest: { case: "listServices", value: "" },
+      }),
+    );
+    call.end();
+    const responses: ServerReflectionResponse[] = [];
+    for await (const r of call as AsyncIterable<ServerReflectionResponse>) responses.push(r);
+    const listed = responses[0]?.messageResponse;
+    expect(listed?.case).toBe("listServicesResponse");
+    const names =
+      listed?.case === "listServicesResponse" ? listed.value.service.map((x) => x.name) : [];
+    expect(names).toContain("floworchestrator.memory.v1.MemoryManagerService");
+    expect(names).toContain("grpc.health.v1.Health");
   });
 });

@@ -133,6 +133,15 @@ describe("TLS", () => {
     expect(missing.code).toBe(Code.NotFound);
   });
 
+  it("serves native gRPC over TLS on its own port", async () => {
+    expect(mesh.grpcUrl).toMatch(/^https:/);
+    const grpc = createGrpcTransport({
+      baseUrl: mesh.grpcUrl as string,
+      nodeOptions: { ca: pem("ca.crt") },
+    });
+    expect((await createClient(Health, grpc).check({})).status).toBe(1);
+  });
+
   it("serves the typed client over grpc-js with the CA trusted", async () => {
     const health = await Effect.runPromise(
       Effect.scoped(
@@ -160,21 +169,36 @@ describe("mTLS", () => {
     expect([Code.Unavailable, Code.Unknown, Code.Internal]).toContain(error.code);
   });
 
-  it("names the caller after its certificate: memory it allocates is owned by that CN", async () => {
+  it("refuses a client without a certificate on the native gRPC port", async () => {
     const grpc = createGrpcTransport({
-      baseUrl: mesh.url,
-      nodeOptions: { ca: pem("ca.crt"), cert: pem("client.crt"), key: pem("client.key") },
+      baseUrl: mesh.grpcUrl as string,
+      nodeOptions: { ca: pem("ca.crt") },
     });
-    const memory = createClient(MemoryManagerService, grpc);
-    const address = {
-      kind: {
-        case: "text" as const,
-        value: `E-${randomBytes(4).toString("hex")}:f:PROCESS:main:s:json`,
-      },
-    };
-    await memory.allocate({ address });
-    expect((await memory.read({ address })).entry?.owner).toBe("importer");
+    const error = await failureOf(createClient(Health, grpc).check({}));
+    expect([Code.Unavailable, Code.Unknown, Code.Internal]).toContain(error.code);
   });
+
+  it.each([
+    ["the one port", (m: TestMesh) => m.url],
+    ["the native gRPC port", (m: TestMesh) => m.grpcUrl as string],
+  ])(
+    "names the caller after its certificate on %s: memory it allocates is owned by that CN",
+    async (_, url) => {
+      const grpc = createGrpcTransport({
+        baseUrl: url(mesh),
+        nodeOptions: { ca: pem("ca.crt"), cert: pem("client.crt"), key: pem("client.key") },
+      });
+      const memory = createClient(MemoryManagerService, grpc);
+      const address = {
+        kind: {
+          case: "text" as const,
+          value: `E-${randomBytes(4).toString("hex")}:f:PROCESS:main:s:json`,
+        },
+      };
+      await memory.allocate({ address });
+      expect((await memory.read({ address })).entry?.owner).toBe("importer");
+    },
+  );
 });
 
 describe("mTLS across a forwarding hop", () => {
@@ -269,65 +293,72 @@ describe("mTLS across a forwarding hop", () => {
   });
 });
 
-describe("per-client limits", () => {
-  let mesh: TestMesh;
-  beforeAll(async () => {
-    mesh = await startMesh({
-      security: { ...defaultConfig().security, rateLimit: 5, maxStreamsPerClient: 2 },
-    });
-  });
-  afterAll(() => mesh.close());
-
-  it("refuses calls beyond the rate with RESOURCE_EXHAUSTED, and never health", async () => {
-    const store = clientFor(DataStoreService, "gRPC (h2c)", mesh.url);
-    const outcomes = await Promise.all(
-      Array.from({ length: 20 }, () =>
-        store.getEntity({ kind: "flows", id: "x" }).then(
-          () => "ok",
-          (e: Error) => e,
-        ),
-      ),
-    );
-    const limited = outcomes.filter(
-      (o): o is import("@connectrpc/connect").ConnectError =>
-        typeof o !== "string" && (o as { code?: Code }).code === Code.ResourceExhausted,
-    );
-    expect(limited.length).toBeGreaterThanOrEqual(14);
-    expect(limited[0]?.findDetails(ErrorDetailSchema)[0]?.code).toBe("RESOURCE_ERROR.RATE_LIMITED");
-    const health = clientFor(Health, "gRPC (h2c)", mesh.url);
-    for (let i = 0; i < 20; i++) expect((await health.check({})).status).toBe(1);
-  });
-
-  it("allows a client two open streams, a third once one ends", async () => {
-    await new Promise((r) => setTimeout(r, 1_100)); // the rate bucket refills
-    const store = clientFor(DataStoreService, "gRPC (h2c)", mesh.url);
-    const open = () => {
-      const abort = new AbortController();
-      const it = store.watchServices({}, { signal: abort.signal })[Symbol.asyncIterator]();
-      return { first: it.next(), abort };
-    };
-    const [a, b] = [open(), open()];
-    await Promise.all([a.first, b.first]);
-    const third = open();
-    await expect(third.first).rejects.toMatchObject({ code: Code.ResourceExhausted });
-    a.abort.abort();
-    await new Promise((r) => setTimeout(r, 200));
-    const fourth = open();
-    await expect(fourth.first).resolves.toMatchObject({ done: false });
-    b.abort.abort();
-    fourth.abort.abort();
-  });
-
-  it("caps the concurrent calls of one HTTP/2 connection", async () => {
-    const session = http2.connect(mesh.url);
-    try {
-      await new Promise((resolve, reject) => {
-        session.once("remoteSettings", resolve);
-        session.once("error", reject);
+describe.each(["gRPC (h2c)", "gRPC, native port (grpc-js)"] as const)(
+  "per-client limits over %s",
+  (protocol) => {
+    let mesh: TestMesh;
+    beforeAll(async () => {
+      mesh = await startMesh({
+        security: { ...defaultConfig().security, rateLimit: 5, maxStreamsPerClient: 2 },
       });
-      expect(session.remoteSettings.maxConcurrentStreams).toBe(MAX_STREAMS_PER_CONNECTION);
-    } finally {
-      session.close();
-    }
-  });
-});
+    });
+    afterAll(() => mesh.close());
+
+    it("refuses calls beyond the rate with RESOURCE_EXHAUSTED, and never health", async () => {
+      const store = clientFor(DataStoreService, protocol, mesh.url);
+      const outcomes = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          store.getEntity({ kind: "flows", id: "x" }).then(
+            () => "ok",
+            (e: Error) => e,
+          ),
+        ),
+      );
+      const limited = outcomes.filter(
+        (o): o is import("@connectrpc/connect").ConnectError =>
+          typeof o !== "string" && (o as { code?: Code }).code === Code.ResourceExhausted,
+      );
+      expect(limited.length).toBeGreaterThanOrEqual(14);
+      expect(limited[0]?.findDetails(ErrorDetailSchema)[0]?.code).toBe(
+        "RESOURCE_ERROR.RATE_LIMITED",
+      );
+      const health = clientFor(Health, protocol, mesh.url);
+      for (let i = 0; i < 20; i++) expect((await health.check({})).status).toBe(1);
+    });
+
+    it("allows a client two open streams, a third once one ends", async () => {
+      await new Promise((r) => setTimeout(r, 1_100)); // the rate bucket refills
+      const store = clientFor(DataStoreService, protocol, mesh.url);
+      const open = () => {
+        const abort = new AbortController();
+        const it = store.watchServices({}, { signal: abort.signal })[Symbol.asyncIterator]();
+        return { first: it.next(), abort };
+      };
+      const [a, b] = [open(), open()];
+      await Promise.all([a.first, b.first]);
+      const third = open();
+      await expect(third.first).rejects.toMatchObject({ code: Code.ResourceExhausted });
+      a.abort.abort();
+      await new Promise((r) => setTimeout(r, 200));
+      const fourth = open();
+      await expect(fourth.first).resolves.toMatchObject({ done: false });
+      b.abort.abort();
+      fourth.abort.abort();
+    });
+
+    it("caps the concurrent calls of one HTTP/2 connection", async () => {
+      const session = http2.connect(
+        protocol === "gRPC (h2c)" ? mesh.url : (mesh.grpcUrl as string),
+      );
+      try {
+        await new Promise((resolve, reject) => {
+          session.once("remoteSettings", resolve);
+          session.once("error", reject);
+        });
+        expect(session.remoteSettings.maxConcurrentStreams).toBe(MAX_STREAMS_PER_CONNECTION);
+      } finally {
+        session.close();
+      }
+    });
+  },
+);

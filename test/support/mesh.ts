@@ -7,6 +7,7 @@ import { appLayer } from "../../src/app.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
 import { HealthRegistry } from "../../src/server/health.js";
 import { MeshServer } from "../../src/server/server.js";
+import { jsonLogs } from "../../src/telemetry/logs.js";
 import type { TelemetryOptions } from "../../src/telemetry/pipeline.js";
 import { nativeGrpcUrls } from "./clients.js";
 
@@ -36,7 +37,7 @@ export const startMesh = async (
   };
   const runtime = ManagedRuntime.make(
     appLayer(config, telemetry).pipe(
-      Layer.provide(Logger.json),
+      Layer.provide(jsonLogs),
       Layer.provide(Logger.minimumLogLevel(LogLevel.Warning)),
     ),
   );
