@@ -38,6 +38,7 @@ import {
 } from "./harness.js";
 import { memory } from "./memory-rw.js";
 import { messagebus } from "./messagebus.js";
+import { native } from "./native.js";
 import { type ProfileSummary, summarizeProfile } from "./profile.js";
 import { isMet, type Results, writeJson, writeMarkdown } from "./report.js";
 import { running } from "./servers.js";
@@ -45,7 +46,16 @@ import { prepareTools, scratch, toolVersions } from "./tools.js";
 import { tracing } from "./tracing.js";
 import { transport } from "./transport.js";
 
-const groups: PairGroup[] = [transport, datastore, memory, messagebus, tracing, forward, backends];
+const groups: PairGroup[] = [
+  native,
+  transport,
+  datastore,
+  memory,
+  messagebus,
+  tracing,
+  forward,
+  backends,
+];
 
 const option = (name: string) =>
   process.argv

@@ -22,6 +22,8 @@ export interface Server {
   readonly http1Url: string;
   /** `host:port`, as ghz wants it. */
   readonly target: string;
+  /** The mesh's native gRPC server (grpc-js), when it has one. */
+  readonly grpcUrl?: string;
   readonly pid: number;
   /** SIGTERM, then SIGKILL if it has not exited after 15 s. */
   readonly stop: () => Promise<void>;
@@ -49,17 +51,21 @@ const spawnServer = async (
     stderr = (stderr + d).slice(-4000);
   });
   // Read to the end (a full pipe would block the server); only the first line matters.
-  const started = new Promise<[string, string]>((resolve, reject) => {
+  const started = new Promise<[string, string, string | undefined]>((resolve, reject) => {
     createInterface({ input: child.stdout as NodeJS.ReadableStream }).on("line", (line) => {
       const match = /listening on (http:\/\/[^\s,]+)/.exec(line);
       if (match?.[1])
-        resolve([match[1], /HTTP\/1\.1 on (http:\/\/\S+)/.exec(line)?.[1] ?? match[1]]);
+        resolve([
+          match[1],
+          /HTTP\/1\.1 on (http:\/\/\S+)/.exec(line)?.[1] ?? match[1],
+          /native gRPC on (http:\/\/[^\s"]+)/.exec(line)?.[1],
+        ]);
     });
     void exited.then(([code]) =>
       reject(new Error(`${name} exited with ${code} before listening:\n${stderr}`)),
     );
   });
-  const [url, http1Url] = await started.catch((err: unknown) => {
+  const [url, http1Url, grpcUrl] = await started.catch((err: unknown) => {
     cleanup();
     throw err;
   });
@@ -68,6 +74,7 @@ const spawnServer = async (
     url,
     http1Url,
     target: new URL(url).host,
+    ...(grpcUrl === undefined ? {} : { grpcUrl }),
     pid,
     stop: async () => {
       running.delete(server);
@@ -104,6 +111,19 @@ export const startMesh = (env: Record<string, string> = {}, profileDir?: string)
     () => rmSync(dataDir, { recursive: true, force: true }),
   );
 };
+
+/** The mesh as native gRPC clients see it: its grpc-js port instead of the one port. */
+export const nativePort = (mesh: Server): Server => {
+  if (mesh.grpcUrl === undefined) throw new Error("the mesh serves no native gRPC port");
+  return { ...mesh, url: mesh.grpcUrl, target: new URL(mesh.grpcUrl).host };
+};
+
+/**
+ * The native gRPC pairs' baseline (bench/bare-grpcjs.ts): grpc-js answering
+ * Health/Check and MemoryManager Read, from Hazelcast when `env` names members.
+ */
+export const startBareGrpcJs = (env: Record<string, string> = {}) =>
+  spawnServer("bare grpc-js server", ["--import", "tsx", "bench/bare-grpcjs.ts"], env);
 
 /** The transport pair's baseline: connect-node, one Health/Check handler, nothing else. */
 export const startBare = () =>

@@ -176,7 +176,11 @@ export const grpcSide = async (opts: {
     pids: opts.pids ?? [opts.server.pid],
     throughput: async (seconds) => {
       const log = join(scratch, `h2load-${process.pid}.log`);
-      const out = await exec(tools.h2load, [
+      // The server on the first core, h2load on the other: "per core" means one core.
+      const last = cpus().length - 1;
+      if (last > 0) for (const pid of opts.pids ?? [opts.server.pid]) pin(pid, "0");
+      const out = await exec(last > 0 ? "taskset" : tools.h2load, [
+        ...(last > 0 ? ["--cpu-list", String(last), tools.h2load] : []),
         `--clients=${settings.concurrency / streams}`,
         `--max-concurrent-streams=${streams}`,
         `--duration=${Math.round(seconds * 1000)}ms`,

@@ -9,7 +9,7 @@
  */
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { comparePair, type PairGroup } from "./harness.js";
-import { startMesh, startOtlpSink } from "./servers.js";
+import { nativePort, startMesh, startOtlpSink } from "./servers.js";
 import { grpcCall, grpcSide, pairedGrpcLatency } from "./tools.js";
 
 const TOOL = "h2load / paired open loop (node:http2)";
@@ -36,10 +36,10 @@ export const tracing: PairGroup = {
       const call = grpcCall(Health, "check", {});
       const result = await comparePair(
         "Tracing: on (100 %, OTLP) vs off",
-        await grpcSide({ label: "tracing on", server: traced, call, tool: TOOL }),
-        await grpcSide({ label: "tracing off", server: untraced, call, tool: TOOL }),
+        await grpcSide({ label: "tracing on", server: nativePort(traced), call, tool: TOOL }),
+        await grpcSide({ label: "tracing off", server: nativePort(untraced), call, tool: TOOL }),
         "b",
-        pairedGrpcLatency(traced, untraced, call),
+        pairedGrpcLatency(nativePort(traced), nativePort(untraced), call),
       );
       const us = (ms: number) => Math.round(ms * 1000);
       const rounds = (result.a.rounds?.latency ?? []).map((r, i) =>
@@ -50,7 +50,7 @@ export const tracing: PairGroup = {
           name: "Tracing: on (100 %, OTLP) vs off",
           result,
           target: { minRatio: 0.9, maxAddedP50: 0.02 },
-          note: `Health/Check over gRPC; the traced mesh exported to a local OTLP/HTTP sink (${sink.exports().toLocaleString("en-US")} export requests received), so the cost includes encoding and sending the spans. The latency phase loaded both meshes at once, half the rate each, from one open loop in the bench process sending the call to each in turn (which one goes first swaps every round), both meshes on one core (which so carries what one mesh alone would at the rate) and the generator on the other: run one after the other, rounds of the same mesh differ by hundreds of µs here. p50 on minus off in each round: ${rounds.map((d) => `${d > 0 ? "+" : ""}${d}`).join(", ")} µs.`,
+          note: `Health/Check over native gRPC (the grpc-js port); the traced mesh exported to a local OTLP/HTTP sink (${sink.exports().toLocaleString("en-US")} export requests received), so the cost includes encoding and sending the spans. The latency phase loaded both meshes at once, half the rate each, from one open loop in the bench process sending the call to each in turn (which one goes first swaps every round), both meshes on one core (which so carries what one mesh alone would at the rate) and the generator on the other: run one after the other, rounds of the same mesh differ by hundreds of µs here. p50 on minus off in each round: ${rounds.map((d) => `${d > 0 ? "+" : ""}${d}`).join(", ")} µs.`,
         },
       ];
     } finally {
