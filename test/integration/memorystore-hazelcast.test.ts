@@ -11,6 +11,8 @@ import { describe, expect, it } from "@effect/vitest";
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, Queue } from "effect";
 import { Client, type HazelcastJsonValue } from "hazelcast-client";
 import { afterAll, inject } from "vitest";
+import { type Cluster, connect } from "../../src/memory/hazelcast/client.js";
+import { makeEntryStore } from "../../src/memory/hazelcast/entries.js";
 import { HazelcastMemoryStore } from "../../src/memory/hazelcast.js";
 import {
   type MemoryRecord,
@@ -351,6 +353,68 @@ describe("HazelcastMemoryStore", () => {
       yield* Effect.promise(() => meta.unlock(record.address));
       expect(yield* waiting.await).toEqual(Exit.succeed(true));
     }),
+  );
+
+  it.scopedLive(
+    "calls to the cluster: a change is one locked pass, a read of 100 one getAll per map",
+    () =>
+      Effect.gen(function* () {
+        const cluster = yield* connect({
+          members: infra.hazelcastMembers,
+          clusterName: "dev",
+          mapPrefix: randomPrefix("calls"),
+        });
+        yield* cluster.ping.pipe(Effect.retry({ times: 50 }));
+        const calls: string[] = [];
+        const counted: Cluster = {
+          ...cluster,
+          onMeta: (what, op, timeout) =>
+            Effect.suspend(() => {
+              calls.push(`meta.${what}`);
+              return cluster.onMeta(what, op, timeout);
+            }),
+          onData: (what, op, timeout) =>
+            Effect.suspend(() => {
+              calls.push(`data.${what}`);
+              return cluster.onData(what, op, timeout);
+            }),
+          onMetaAndData: (what, op, timeout) =>
+            Effect.suspend(() => {
+              calls.push(`meta+data.${what}`);
+              return cluster.onMetaAndData(what, op, timeout);
+            }),
+        };
+        const store = makeEntryStore(counted);
+        const now = yield* Clock.currentTimeMillis;
+        const executionId = unique("EXEC");
+        const records = Array.from({ length: 100 }, (_, i) =>
+          recordAt(now, {
+            executionId,
+            stepId: `${i}`,
+            address: `${executionId}:FLOW:PROCESS:main:${i}:Result`,
+          }),
+        );
+        for (const r of records) expect(yield* store.create(r)).toBe(true);
+        const [first] = records as [MemoryRecord];
+
+        calls.length = 0;
+        const written = yield* store.modify(first.address, (current) =>
+          Effect.succeed({ record: next(current.record), data: Uint8Array.of(1) }),
+        );
+        expect(Option.isSome(written)).toBe(true);
+        expect(calls).toEqual([
+          "meta.tryLock",
+          "meta.getEntryView",
+          "data.set",
+          "meta.set",
+          "meta+data.unlock, delete",
+        ]);
+
+        calls.length = 0;
+        const read = yield* store.readMany(records.map((r) => r.address));
+        expect(read.every(Option.isSome)).toBe(true);
+        expect(calls).toEqual(["meta.getAll", "data.getAll"]);
+      }),
   );
 
   it.live("options that cannot work fail the layer; an unreachable cluster does not", () =>
