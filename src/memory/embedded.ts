@@ -13,9 +13,10 @@
  * Every method runs as one synchronous step (checks and changes never
  * interleave, so `update` is a true compare-and-set; `modify` runs its
  * change inside the step) under a mutex that also covers publishing its
- * events, so events reach subscribers in the order the changes happened. The event buffer is sliding: a subscriber that falls
- * more than `EVENT_BUFFER` events behind loses the oldest ones instead of
- * growing memory without bound.
+ * events, so events reach subscribers in the order the changes happened.
+ * The event buffer is sliding: a subscriber that falls more than
+ * `EVENT_BUFFER` events behind loses the oldest ones instead of growing
+ * memory without bound.
  */
 import { Duration, Effect, Layer, Option, PubSub, Schedule } from "effect";
 import {
