@@ -243,9 +243,12 @@ const NOTHING = new Set<string>();
 
 export const makeRelay = (options: RelayOptions): Relay => {
   const methods = new Map<string, DescMethod>();
+  // The relay reads a request whole before it forwards it: calls that stream requests go
+  // through Connect and the forwarded port (the typed client streams them).
   for (const service of options.services)
     for (const method of service.methods)
-      methods.set(`/${service.typeName}/${method.name}`, method);
+      if (method.methodKind === "unary" || method.methodKind === "server_streaming")
+        methods.set(`/${service.typeName}/${method.name}`, method);
 
   const sessions = new Map<string, http2.ClientHttp2Session>();
   const connected = new WeakSet<http2.ClientHttp2Session>();

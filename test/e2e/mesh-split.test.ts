@@ -18,8 +18,14 @@ import {
   MemoryManagerService,
   WatchMemoryResponse_Type as WatchType,
 } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
+import { MessageKind } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.js";
-import { MESH_NODE_TYPE, MeshClient, type MeshClientShape } from "../../src/client/index.js";
+import {
+  consume,
+  MESH_NODE_TYPE,
+  MeshClient,
+  type MeshClientShape,
+} from "../../src/client/index.js";
 import { defaultConfig, type MeshConfigShape } from "../../src/config.js";
 import { clientFor, failureOf, type ProtocolName, protocolNames } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
@@ -114,6 +120,36 @@ describe("a node forwards what it does not host", () => {
       ),
     );
     expect(new TextDecoder().decode(direct.data)).toBe("{}");
+  });
+
+  it("relays Consume: subscribes, delivers and settles through A", async () => {
+    const dest = `split-${randomUUID().slice(0, 8)}`;
+    const got = await viaA((c) =>
+      Effect.scoped(
+        Effect.gen(function* () {
+          const consumer = yield* consume(c.messaging, { group: dest, destination: dest });
+          yield* c.messaging.publishBatch({
+            messages: [1, 2, 3].map((i) => ({
+              kind: MessageKind.COMMAND,
+              messageType: "test.Work",
+              destination: dest,
+              partitionKey: "k",
+              payload: new TextEncoder().encode(String(i)),
+            })),
+          });
+          const batches = yield* consumer.batches.pipe(
+            Stream.mapEffect((batch) =>
+              Effect.as(consumer.ack(...batch.map((d) => d.deliveryId)), batch),
+            ),
+            Stream.flattenIterables,
+            Stream.take(3),
+            Stream.runCollect,
+          );
+          return Chunk.toArray(batches).map((d) => new TextDecoder().decode(d.message?.payload));
+        }),
+      ),
+    );
+    expect(got).toEqual(["1", "2", "3"]);
   });
 
   it("returns the hosting node's error with its FlowOrchestrator detail", async () => {

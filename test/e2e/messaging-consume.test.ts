@@ -115,82 +115,87 @@ const publish = (destination: string, count: number, key = "k") =>
 const indexOf = (d: Delivery) =>
   (JSON.parse(new TextDecoder().decode(d.message?.payload)) as { i: number }).i;
 
-describe.each(["Connect over HTTP/2", "gRPC (h2c)"] as const)("Consume over %s", (protocol) => {
-  it("subscribes, gets batches in key order, acks them on the stream, ends on half-close", async () => {
-    const dest = unique("consume");
-    await publish(dest, 50);
-    const c = openConsume(protocol);
-    c.push({
-      request: { case: "subscribe", value: { group: dest, destination: dest, maxInFlight: 20 } },
-    });
-    const first = await c.next();
-    expect(first?.response.case).toBe("subscribed");
-    const got: Delivery[] = [];
-    while (got.length < 50) {
-      const batch = await c.deliveries(1);
-      got.push(...batch);
+describe.each(["Connect over HTTP/2", "gRPC (h2c)", "gRPC, native port (grpc-js)"] as const)(
+  "Consume over %s",
+  (protocol) => {
+    it("subscribes, gets batches in key order, acks them on the stream, ends on half-close", async () => {
+      const dest = unique("consume");
+      await publish(dest, 50);
+      const c = openConsume(protocol);
       c.push({
-        request: { case: "settle", value: { ackIds: batch.map((d) => d.deliveryId) } },
+        request: { case: "subscribe", value: { group: dest, destination: dest, maxInFlight: 20 } },
       });
-    }
-    expect(got.map(indexOf)).toEqual(Array.from({ length: 50 }, (_, i) => i));
-    c.end();
-    expect(await c.ending()).toBeUndefined();
+      const first = await c.next();
+      expect(first?.response.case).toBe("subscribed");
+      const got: Delivery[] = [];
+      while (got.length < 50) {
+        const batch = await c.deliveries(1);
+        got.push(...batch);
+        c.push({
+          request: { case: "settle", value: { ackIds: batch.map((d) => d.deliveryId) } },
+        });
+      }
+      expect(got.map(indexOf)).toEqual(Array.from({ length: 50 }, (_, i) => i));
+      c.end();
+      expect(await c.ending()).toBeUndefined();
 
-    // All acknowledged: the group's next consumer gets only what comes next.
-    await publish(dest, 1, "k");
-    const again = openConsume(protocol);
-    again.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
-    const [next] = await again.deliveries(1);
-    expect(indexOf(next as Delivery)).toBe(0);
-    expect(next?.message?.messageId).not.toBe(got[0]?.message?.messageId);
-    again.cancel();
-  });
+      // All acknowledged: the group's next consumer gets only what comes next.
+      await publish(dest, 1, "k");
+      const again = openConsume(protocol);
+      again.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
+      const [next] = await again.deliveries(1);
+      expect(indexOf(next as Delivery)).toBe(0);
+      expect(next?.message?.messageId).not.toBe(got[0]?.message?.messageId);
+      again.cancel();
+    });
 
-  it("a first request that does not subscribe is INVALID_ARGUMENT, naming the field", async () => {
-    const c = openConsume(protocol);
-    c.push({ request: { case: "settle", value: { ackIds: [randomUUID()] } } });
-    const error = await c.ending();
-    expect(error?.code).toBe(Code.InvalidArgument);
-    expect(error?.rawMessage).toMatch(/subscribe/);
+    it("a first request that does not subscribe is INVALID_ARGUMENT, naming the field", async () => {
+      const c = openConsume(protocol);
+      c.push({ request: { case: "settle", value: { ackIds: [randomUUID()] } } });
+      const error = await c.ending();
+      expect(error?.code).toBe(Code.InvalidArgument);
+      expect(error?.rawMessage).toMatch(/subscribe/);
 
-    const bad = openConsume(protocol);
-    bad.push({ request: { case: "subscribe", value: { group: "no spaces", eventTypes: ["t"] } } });
-    const invalid = await bad.ending();
-    expect(invalid?.code).toBe(Code.InvalidArgument);
-    expect(invalid?.rawMessage).toMatch(/subscribe\.group/);
-  });
+      const bad = openConsume(protocol);
+      bad.push({
+        request: { case: "subscribe", value: { group: "no spaces", eventTypes: ["t"] } },
+      });
+      const invalid = await bad.ending();
+      expect(invalid?.code).toBe(Code.InvalidArgument);
+      expect(invalid?.rawMessage).toMatch(/subscribe\.group/);
+    });
 
-  it("an ack of an unknown id is NOT_FOUND; the mesh stays healthy", async () => {
-    const dest = unique("unknown");
-    const c = openConsume(protocol);
-    c.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
-    expect((await c.next())?.response.case).toBe("subscribed");
-    const stranger = randomUUID();
-    c.push({ request: { case: "settle", value: { ackIds: [stranger] } } });
-    const error = await c.ending();
-    expect(error?.code).toBe(Code.NotFound);
-    const health = await bus(protocol).listDeadLetters({ group: dest });
-    expect(health.deadLetters).toEqual([]);
-  });
+    it("an ack of an unknown id is NOT_FOUND; the mesh stays healthy", async () => {
+      const dest = unique("unknown");
+      const c = openConsume(protocol);
+      c.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
+      expect((await c.next())?.response.case).toBe("subscribed");
+      const stranger = randomUUID();
+      c.push({ request: { case: "settle", value: { ackIds: [stranger] } } });
+      const error = await c.ending();
+      expect(error?.code).toBe(Code.NotFound);
+      const health = await bus(protocol).listDeadLetters({ group: dest });
+      expect(health.deadLetters).toEqual([]);
+    });
 
-  it("cancelled with deliveries unsettled: they come to the group's next consumer", async () => {
-    const dest = unique("cancel");
-    await publish(dest, 5);
-    const c = openConsume(protocol);
-    c.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
-    const got = await c.deliveries(5);
-    c.cancel();
-    await c.ending();
-    const again = openConsume(protocol);
-    again.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
-    const redelivered = await again.deliveries(5);
-    expect(redelivered.map((d) => d.message?.messageId)).toEqual(
-      got.map((d) => d.message?.messageId),
-    );
-    again.cancel();
-  });
-});
+    it("cancelled with deliveries unsettled: they come to the group's next consumer", async () => {
+      const dest = unique("cancel");
+      await publish(dest, 5);
+      const c = openConsume(protocol);
+      c.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
+      const got = await c.deliveries(5);
+      c.cancel();
+      await c.ending();
+      const again = openConsume(protocol);
+      again.push({ request: { case: "subscribe", value: { group: dest, destination: dest } } });
+      const redelivered = await again.deliveries(5);
+      expect(redelivered.map((d) => d.message?.messageId)).toEqual(
+        got.map((d) => d.message?.messageId),
+      );
+      again.cancel();
+    });
+  },
+);
 
 describe("Consume through the typed client", () => {
   it.each(["grpc", "connect"] as const)("over %s: batches, acks, nacks", async (transport) => {
