@@ -106,11 +106,14 @@ const publisherOf = (
 ) => {
   const recent = new Map<string, Sent>();
   /**
-   * `recent`'s entries oldest first, from `head` on. Evicting by iterating
-   * the Map from its start instead cost tens of µs per message once it was
-   * full: V8 walks over every deleted slot before the first live one.
+   * The ids put in `recent` and when, oldest first from `head` on. Evicting
+   * by iterating the Map from its start instead cost tens of µs per message
+   * once it was full: V8 walks over every deleted slot before the first
+   * live one. Only ids are kept here, so a failed batch (its ids deleted
+   * from `recent`) is not held on to until it would have expired.
    */
-  let order: Sent[] = [];
+  let orderIds: string[] = [];
+  let orderAts: number[] = [];
   let head = 0;
   /** The batch taking messages, if any. */
   let open: Batch | undefined;
@@ -118,14 +121,16 @@ const publisherOf = (
   let inFlight = 0;
 
   const evict = (now: number) => {
-    for (; head < order.length; head++) {
-      const oldest = order[head] as Sent;
-      if (recent.size <= DEDUPE_MAX && now - oldest.at < DEDUPE_WINDOW_MS) break;
-      const id = oldest.batch.ids[oldest.index] as string;
-      if (recent.get(id) === oldest) recent.delete(id);
+    for (; head < orderIds.length; head++) {
+      const at = orderAts[head] as number;
+      if (recent.size <= DEDUPE_MAX && now - at < DEDUPE_WINDOW_MS) break;
+      const id = orderIds[head] as string;
+      // Not when the id was sent again since (after a failure): that entry is younger.
+      if (recent.get(id)?.at === at) recent.delete(id);
     }
-    if (head > 1024 && head * 2 > order.length) {
-      order = order.slice(head);
+    if (head > 1024 && head * 2 > orderIds.length) {
+      orderIds = orderIds.slice(head);
+      orderAts = orderAts.slice(head);
       head = 0;
     }
   };
@@ -167,6 +172,7 @@ const publisherOf = (
       Deferred.unsafeDone(batch.done, outcome);
       batch.records = [];
       batch.topics.clear();
+      batch.timer = undefined;
       if (open !== undefined && inFlight === 0) launch(open);
     });
 
@@ -233,7 +239,8 @@ const publisherOf = (
         mine.topics.add(topic);
         mine.bytes += message.payload.length;
         recent.set(message.messageId, sent);
-        order.push(sent);
+        orderIds.push(message.messageId);
+        orderAts.push(now);
         refs.push({ sent, duplicate: false });
       }
       if (mine !== undefined) {
