@@ -56,9 +56,12 @@ const documents = (text: string): unknown[] =>
 
 const address = (m: TestMesh) => `127.0.0.1:${m.port}`;
 
-describe("grpcurl (reflection only, -plaintext)", () => {
+describe.each([
+  ["the one port", "", (m: TestMesh) => `127.0.0.1:${m.port}`],
+  ["the native gRPC port", "-native", (m: TestMesh) => new URL(m.grpcUrl as string).host],
+] as const)("grpcurl (reflection only, -plaintext) on %s", (_, tag, target) => {
   const call = async (method: string, body: object, extra: string[] = []) =>
-    exec(grpcurl, ["-plaintext", ...extra, "-d", JSON.stringify(body), address(ready()), method]);
+    exec(grpcurl, ["-plaintext", ...extra, "-d", JSON.stringify(body), target(ready()), method]);
   const ok = async (method: string, body: object): Promise<unknown> => {
     const out = await call(method, body);
     expect(out.code, outputTail(out)).toBe(0);
@@ -66,7 +69,7 @@ describe("grpcurl (reflection only, -plaintext)", () => {
   };
 
   it("lists every service", async () => {
-    const out = await exec(grpcurl, ["-plaintext", address(ready()), "list"]);
+    const out = await exec(grpcurl, ["-plaintext", target(ready()), "list"]);
     expect(out.code, outputTail(out)).toBe(0);
     expect(out.stdout.trim().split("\n").sort()).toEqual([
       DS,
@@ -80,7 +83,7 @@ describe("grpcurl (reflection only, -plaintext)", () => {
   });
 
   it("describes a method through reflection", async () => {
-    const out = await exec(grpcurl, ["-plaintext", address(ready()), "describe", `${MM}.Read`]);
+    const out = await exec(grpcurl, ["-plaintext", target(ready()), "describe", `${MM}.Read`]);
     expect(out.code, outputTail(out)).toBe(0);
     expect(out.stdout).toContain(
       "rpc Read ( .floworchestrator.memory.v1.ReadRequest ) returns ( .floworchestrator.memory.v1.ReadResponse )",
@@ -90,16 +93,16 @@ describe("grpcurl (reflection only, -plaintext)", () => {
   it("DataStore: CreateEntity and GetEntity", async () => {
     await ok(`${DS}/CreateEntity`, {
       kind: "flow",
-      id: "grpcurl-1",
+      id: `grpcurl-1${tag}`,
       document: { name: "Import orders", steps: 3 },
     });
-    expect(await ok(`${DS}/GetEntity`, { kind: "flow", id: "grpcurl-1" })).toMatchObject({
-      entity: { kind: "flow", id: "grpcurl-1", version: "1", document: { steps: 3 } },
+    expect(await ok(`${DS}/GetEntity`, { kind: "flow", id: `grpcurl-1${tag}` })).toMatchObject({
+      entity: { kind: "flow", id: `grpcurl-1${tag}`, version: "1", document: { steps: 3 } },
     });
   });
 
   it("MemoryManager: Allocate, Write and Read (bytes as base64 JSON)", async () => {
-    const addr = { text: "EXEC-GRPCURL:FLOW-1:PROCESS:main:1:Result" };
+    const addr = { text: `EXEC-GRPCURL${tag}:FLOW-1:PROCESS:main:1:Result` };
     await ok(`${MM}/Allocate`, { address: addr, owner: "grpcurl", ttl: "600s" });
     const data = Buffer.from('{"rows":3}').toString("base64");
     await ok(`${MM}/Write`, { address: addr, owner: "grpcurl", data });
@@ -107,20 +110,25 @@ describe("grpcurl (reflection only, -plaintext)", () => {
   });
 
   it("MessageBus: PublishEvent, then Subscribe streams subscribed and the delivery", async () => {
-    const event = { messageId: "grpcurl-evt-1", messageType: "GrpcurlEvent", payload: "e30=" };
+    const event = {
+      messageId: `grpcurl-evt-1${tag}`,
+      messageType: `GrpcurlEvent${tag}`,
+      payload: "e30=",
+    };
     expect(await ok(`${MB}/PublishEvent`, { event })).toMatchObject({
-      receipt: { messageId: "grpcurl-evt-1" },
+      receipt: { messageId: `grpcurl-evt-1${tag}` },
     });
     // The stream stays open: grpcurl's own deadline ends it (exit 64 + DEADLINE_EXCEEDED).
-    const out = await call(`${MB}/Subscribe`, { group: "grpcurl", eventTypes: ["GrpcurlEvent"] }, [
-      "-max-time",
-      "5",
-    ]);
+    const out = await call(
+      `${MB}/Subscribe`,
+      { group: `grpcurl${tag}`, eventTypes: [`GrpcurlEvent${tag}`] },
+      ["-max-time", "5"],
+    );
     expect(out.code, outputTail(out)).toBe(64 + 4);
     const [subscribed, delivery, ...rest] = documents(out.stdout);
     expect(subscribed).toMatchObject({ subscribed: { topics: expect.any(Array) } });
     expect(delivery).toMatchObject({
-      delivery: { attempt: 1, message: { messageId: "grpcurl-evt-1", payload: "e30=" } },
+      delivery: { attempt: 1, message: { messageId: `grpcurl-evt-1${tag}`, payload: "e30=" } },
     });
     expect(rest).toEqual([]);
   });
