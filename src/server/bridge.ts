@@ -15,7 +15,6 @@ import {
   FiberId,
   type FiberRef,
   FiberRefs,
-  HashMap,
   Option,
   Runtime,
   Stream,

@@ -27,7 +27,6 @@ import {
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
-  trace,
 } from "@opentelemetry/api";
 import { onEnd } from "../server/interceptors.js";
 import type { TelemetryShape } from "./pipeline.js";
