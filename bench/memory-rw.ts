@@ -10,7 +10,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Client } from "hazelcast-client";
 import { MemoryManagerService } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { comparePair, type PairGroup, type Side } from "./harness.js";
-import { startMesh } from "./servers.js";
+import { nativePort, startMesh } from "./servers.js";
 import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 /** Spread over many addresses so concurrent writers rarely race for one version. */
@@ -41,7 +41,10 @@ export const memory: PairGroup = {
     const exec = `BENCH-${randomUUID().slice(0, 8)}`;
     const map = await hz.getMap<string, Buffer>(`bench-direct-${exec}`);
     try {
-      const client = createClient(MemoryManagerService, createGrpcTransport({ baseUrl: mesh.url }));
+      const client = createClient(
+        MemoryManagerService,
+        createGrpcTransport({ baseUrl: nativePort(mesh).url }),
+      );
       const data = new Uint8Array(1024).fill(120);
       const address = (i: number) => ({
         kind: { case: "text" as const, value: `${exec}:FLOW:PROCESS:main:${i}:Data` },

@@ -36,7 +36,7 @@ import {
   type SideResult,
   settings,
 } from "./harness.js";
-import { startMesh } from "./servers.js";
+import { nativePort, startMesh } from "./servers.js";
 import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 const BATCH = 100;
@@ -112,12 +112,15 @@ export const messagebus: PairGroup = {
     const directTopic = `bench-direct-${run}`;
     const drainTopic = `bench-drain-${run}`;
     try {
-      const bus = createClient(MessageBusService, createGrpcTransport({ baseUrl: mesh.url }));
+      const bus = createClient(
+        MessageBusService,
+        createGrpcTransport({ baseUrl: nativePort(mesh).url }),
+      );
       // The consumption pairs read uncompressed records on the kafkajs side; a client that
       // accepts gzip would have the mesh compress every batch (on its CPU) on loopback.
       const reader = createClient(
         MessageBusService,
-        createGrpcTransport({ baseUrl: mesh.url, acceptCompression: [] }),
+        createGrpcTransport({ baseUrl: nativePort(mesh).url, acceptCompression: [] }),
       );
       const payload = new Uint8Array(1024).fill(120);
       await admin.createTopics({

@@ -384,4 +384,4 @@ export const nodeSide = (opts: {
 });
 
 /** How the in-process pairs call the mesh. */
-export const NODE_CLIENT = "Node: connect-node gRPC client";
+export const NODE_CLIENT = "Node: connect-node gRPC client, native gRPC port";
