@@ -44,9 +44,14 @@ export const SERVING_WITHIN_MS = 20_000;
 /**
  * Growth of the mesh's memory, each time measured right after a full GC
  * (heap-probe.cjs), from just before the kill to after recovery: resident
- * memory, and the live JavaScript heap.
+ * memory, and the live JavaScript heap. The live heap is the leak check of
+ * what the mesh holds; resident memory catches native leaks, but Node 26
+ * keeps more of a load peak resident after a GC (emptied young-generation
+ * and old-space pages stay committed, native memory of the busiest moment
+ * is not returned): seen +37 to +131 MiB over one outage with the live heap
+ * +4 MiB, hence the wider bound.
  */
-export const RSS_GROWTH_LIMIT_MIB = 100;
+export const RSS_GROWTH_LIMIT_MIB = 160;
 export const HEAP_GROWTH_LIMIT_MIB = 32;
 /** Growth of its open file descriptors (sockets, files) over the same span. */
 export const FD_GROWTH_LIMIT = 16;
