@@ -327,6 +327,9 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     "grpc.max_receive_message_length": options.maxRequestBytes,
     "grpc.max_send_message_length": -1,
     "grpc.max_concurrent_streams": MAX_STREAMS_PER_CONNECTION,
+    // Channelz counts every call for an admin service the mesh does not serve; the mesh's
+    // own metrics (rpc.server.*) already count them.
+    "grpc.enable_channelz": 0,
   });
   for (const { service, impl } of options.services) {
     const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
