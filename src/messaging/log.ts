@@ -47,7 +47,11 @@ export interface Position {
   readonly offset: number;
 }
 
-/** A record read from the log. */
+/**
+ * A record read from the log. Its value may be the log's own bytes (the
+ * embedded log's stored copy, a view of a Kafka fetch response): readers
+ * never modify it.
+ */
 export interface LogRecord extends Position {
   readonly key?: string;
   readonly value: Uint8Array;

@@ -25,24 +25,31 @@ export const sizeOf = (record: OutRecord): number => {
 /** Header values as text; of a name given more than once, the last (as Java's `lastHeader`). */
 const headersOf = (headers: IHeaders | undefined): Record<string, string> => {
   const out: Record<string, string> = {};
-  for (const [name, value] of Object.entries(headers ?? {})) {
+  for (const name in headers) {
+    const value = headers[name];
     const last = Array.isArray(value) ? value[value.length - 1] : value;
-    if (last !== undefined) out[name] = Buffer.isBuffer(last) ? last.toString("utf8") : last;
+    if (last !== undefined) out[name] = typeof last === "string" ? last : last.toString("utf8");
   }
   return out;
 };
 
-/** A fetched message as a record (its bytes copied out of the fetch buffer). */
-export const fromMessage = (
-  topic: string,
-  partition: number,
-  message: KafkaMessage,
-): LogRecord => ({
-  topic,
-  partition,
-  offset: Number(message.offset),
-  ...(message.key === null ? {} : { key: message.key.toString("utf8") }),
-  value: message.value === null ? new Uint8Array(0) : new Uint8Array(message.value),
-  headers: headersOf(message.headers),
-  timestamp: Number(message.timestamp),
-});
+const EMPTY = new Uint8Array(0);
+
+/**
+ * A fetched message as a record. The value is kafkajs' own Buffer, a view
+ * of the fetch response, not a copy: records are read-only (see log.ts)
+ * and live until their batch is settled, so holding the response that long
+ * costs less than copying every payload.
+ */
+export const fromMessage = (topic: string, partition: number, message: KafkaMessage): LogRecord => {
+  const record: { -readonly [K in keyof LogRecord]: LogRecord[K] } = {
+    topic,
+    partition,
+    offset: Number(message.offset),
+    value: message.value ?? EMPTY,
+    headers: headersOf(message.headers),
+    timestamp: Number(message.timestamp),
+  };
+  if (message.key !== null) record.key = message.key.toString("utf8");
+  return record;
+};
