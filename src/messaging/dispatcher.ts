@@ -68,12 +68,24 @@ export interface MemberSettings {
   readonly maxInFlight: number;
   readonly ackDeadlineMs: number;
   readonly retry: RetrySettings;
-  /** Hands a delivery to the subscription's stream. */
-  readonly deliver: (delivery: DeliveryOut) => void;
+  /**
+   * Hands deliveries to the subscription's stream: everything one step of
+   * the dispatcher made ready for the member at once, in delivery order.
+   */
+  readonly deliver: (deliveries: ReadonlyArray<DeliveryOut>) => void;
 }
 
 interface Member extends MemberSettings {
   inFlight: number;
+  /**
+   * Delivery ids are this random prefix and a counter: unique in the
+   * instance, unguessable from outside the subscription, and much cheaper
+   * than a random id per delivery.
+   */
+  readonly idPrefix: string;
+  sent: number;
+  /** Deliveries of the current step, handed over when it ends. */
+  outbox: DeliveryOut[];
 }
 
 interface Tracked {
@@ -102,6 +114,12 @@ interface PartitionState {
   readonly backlog: Tracked[];
   /** onRecord calls waiting for room in the backlog. */
   readonly waiters: Array<() => void>;
+}
+
+interface DeadlineTick {
+  readonly at: number;
+  readonly due: Set<Tracked>;
+  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 export interface DispatcherHooks {
@@ -142,13 +160,15 @@ export class Dispatcher {
   private readonly superseded = new Set<string>();
   private readonly late = new Set<string>();
   /** In-flight deliveries by the deadline tick they expire at. */
-  private readonly deadlines = new Map<
-    number,
-    { readonly due: Set<Tracked>; readonly timer: ReturnType<typeof setTimeout> }
-  >();
+  private readonly deadlines = new Map<number, DeadlineTick>();
+  /** The tick the last delivery went into: the next ones mostly go there too. */
+  private lastTick: DeadlineTick | undefined;
   private readonly dirty = new Map<string, TopicPartition & { offset: number }>();
   private commitTimer: ReturnType<typeof setTimeout> | undefined;
   private closed = false;
+  /** While above 0, pumping waits for `release` (settling a batch of acks pumps once). */
+  private held = 0;
+  private pumpWanted = false;
 
   constructor(
     readonly group: string,
@@ -169,8 +189,28 @@ export class Dispatcher {
   }
 
   join(settings: MemberSettings): void {
-    this.members.set(settings.id, { ...settings, inFlight: 0 });
+    this.members.set(settings.id, {
+      ...settings,
+      inFlight: 0,
+      idPrefix: `${randomUUID()}.`,
+      sent: 0,
+      outbox: [],
+    });
     this.pump();
+  }
+
+  /**
+   * Defers handing out until the matching `release`: a batch of acks then
+   * frees its room and fills it with one step (one batch per member)
+   * instead of one delivery per ack.
+   */
+  hold(): void {
+    this.held += 1;
+  }
+
+  release(): void {
+    this.held -= 1;
+    if (this.held === 0 && this.pumpWanted) this.pump();
   }
 
   /** The member's in-flight deliveries go to the others (or back to the log when none is left). */
@@ -206,7 +246,12 @@ export class Dispatcher {
     if (this.closed) return Promise.resolve();
     let partition: PartitionState | undefined;
     for (const record of records) {
-      partition = this.partitionOf(record);
+      if (
+        partition === undefined ||
+        partition.partition !== record.partition ||
+        partition.topic !== record.topic
+      )
+        partition = this.partitionOf(record);
       const tracked: Tracked = {
         record,
         message: fromRecord(record),
@@ -276,6 +321,7 @@ export class Dispatcher {
     clearTimeout(this.commitTimer);
     for (const { timer } of this.deadlines.values()) clearTimeout(timer);
     this.deadlines.clear();
+    this.lastTick = undefined;
     return flushed;
   }
 
@@ -404,9 +450,18 @@ export class Dispatcher {
     return best;
   }
 
-  /** Hands out whatever can go now: redeliveries first, then each partition's backlog. */
+  /**
+   * Hands out whatever can go now: redeliveries first, then each
+   * partition's backlog; each member gets what it was given as one batch.
+   */
   private pump(): void {
     if (this.closed) return;
+    if (this.held > 0) {
+      this.pumpWanted = true;
+      return;
+    }
+    this.pumpWanted = false;
+    const now = this.hooks.now();
     while (this.ready.length > 0) {
       const t = this.ready[0] as Tracked;
       if (t.state !== "ready") {
@@ -416,48 +471,56 @@ export class Dispatcher {
       const member = this.pickMember(t.lastMemberId);
       if (!member) break;
       this.ready.shift();
-      this.deliver(t, member);
+      this.deliver(t, member, now);
     }
     for (const partition of this.partitions.values()) {
       while (partition.backlog.length > 0) {
         const member = this.ownerOf(partition);
         if (!member || !this.hasRoom(member)) break;
-        this.deliver(partition.backlog.shift() as Tracked, member);
+        this.deliver(partition.backlog.shift() as Tracked, member, now);
       }
       if (partition.backlog.length < this.backlogLimit() && partition.waiters.length > 0) {
         for (const wake of partition.waiters.splice(0)) wake();
       }
     }
+    for (const member of this.members.values()) {
+      if (member.outbox.length === 0) continue;
+      const batch = member.outbox;
+      member.outbox = [];
+      member.deliver(batch);
+    }
   }
 
-  private deliver(t: Tracked, member: Member): void {
-    if (isExpired(t.message, this.hooks.now())) {
+  private deliver(t: Tracked, member: Member, now: number): void {
+    if (isExpired(t.message, now)) {
       this.finish(t); // not delivered; the caller's loop goes on with the next
       return;
     }
     t.attempt += 1;
-    const deliveryId = `${randomUUID()}`;
+    const deliveryId = member.idPrefix + (member.sent++).toString(36);
     t.deliveryId = deliveryId;
     t.member = member;
     t.state = "in-flight";
     member.inFlight += 1;
     this.inFlight.set(deliveryId, t);
-    this.expireAt(t, this.hooks.now() + member.ackDeadlineMs);
-    member.deliver(this.deliveryOf(t, deliveryId));
+    this.expireAt(t, now + member.ackDeadlineMs);
+    member.outbox.push(this.deliveryOf(t, deliveryId));
   }
 
   /** Puts an in-flight delivery in the first deadline tick at or after `due`. */
   private expireAt(t: Tracked, due: number): void {
     const at = Math.ceil(due / DEADLINE_TICK_MS) * DEADLINE_TICK_MS;
-    let tick = this.deadlines.get(at);
+    let tick = this.lastTick?.at === at ? this.lastTick : this.deadlines.get(at);
     if (tick === undefined) {
-      const created = {
+      const created: DeadlineTick = {
+        at,
         due: new Set<Tracked>(),
         timer: setTimeout(() => this.expire(at), Math.max(0, at - this.hooks.now())),
       };
       this.deadlines.set(at, created);
       tick = created;
     }
+    this.lastTick = tick;
     tick.due.add(t);
     t.due = tick.due;
   }
@@ -466,6 +529,7 @@ export class Dispatcher {
   private expire(at: number): void {
     const tick = this.deadlines.get(at);
     this.deadlines.delete(at);
+    if (this.lastTick === tick) this.lastTick = undefined;
     if (tick === undefined) return;
     for (const t of tick.due) {
       t.due = undefined;
@@ -510,7 +574,7 @@ export class Dispatcher {
     let last: Tracked | undefined;
     while (p.pending[0]?.state === "done") {
       last = p.pending.shift() as Tracked;
-      this.attempts.delete(offsetKey(last.record));
+      if (this.attempts.size > 0) this.attempts.delete(offsetKey(last.record));
     }
     if (last) this.markCommit(p, last.record.offset + 1);
   }

@@ -39,7 +39,7 @@ import type {
   SubscribeResponseSchema,
 } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { StartPosition } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
-import type { DeliverySchema } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
+import type { Delivery } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { CurrentClient } from "../common/caller.js";
 import { InvalidArgument, type MeshError, NotFound, ResourceExhausted } from "../common/errors.js";
 import * as V from "../common/validate.js";
@@ -56,14 +56,19 @@ import type { Topics } from "./topics.js";
 
 type Item = MessageInitShape<typeof SubscribeResponseSchema>;
 type ConsumeItem = MessageInitShape<typeof ConsumeResponseSchema>;
-type DeliveryInit = MessageInitShape<typeof DeliverySchema>;
 
 const HOUR = 3_600_000;
 const MAX_EVENT_TYPES = 100;
 const MAX_ACKS = 1000;
 const MAX_BATCH = 1000;
 
-const deliveryOf = (d: DeliveryOut): DeliveryInit => ({
+/**
+ * The Delivery message itself (its `$typeName` makes `create` take it as
+ * it is): a response of a thousand deliveries is built without a copy of
+ * each.
+ */
+const deliveryOf = (d: DeliveryOut): Delivery => ({
+  $typeName: "floworchestrator.messaging.v1.Delivery",
   deliveryId: d.deliveryId,
   attempt: d.attempt,
   message: d.message,
@@ -71,6 +76,27 @@ const deliveryOf = (d: DeliveryOut): DeliveryInit => ({
   partition: d.record.partition,
   offset: BigInt(d.record.offset),
 });
+
+/**
+ * Splits what the dispatcher handed out (one array per step) into batches
+ * of at most `max`, as Delivery messages; several steps waiting in the
+ * queue go out together.
+ */
+const rebatch = (steps: Chunk.Chunk<ReadonlyArray<DeliveryOut>>, max: number) => {
+  const batches: Delivery[][] = [];
+  let batch: Delivery[] = [];
+  for (const step of steps) {
+    for (const d of step) {
+      batch.push(deliveryOf(d));
+      if (batch.length >= max) {
+        batches.push(batch);
+        batch = [];
+      }
+    }
+  }
+  if (batch.length > 0) batches.push(batch);
+  return Chunk.unsafeFromArray(batches);
+};
 
 /** Violations of a list of delivery ids; built only when one is bad (acks are the hot path). */
 const idViolations = (field: string, ids: ReadonlyArray<string>): V.Violations => {
@@ -274,7 +300,9 @@ export const makeSubscriptions = (
           req.start !== StartPosition.LATEST,
         );
         const subscriptionId = randomUUID();
-        const queue = yield* Queue.unbounded<DeliveryOut>();
+        // One item per dispatcher step (a batch), not per delivery: an offer costs about
+        // as much as the rest of a delivery's bookkeeping.
+        const queue = yield* Queue.unbounded<ReadonlyArray<DeliveryOut>>();
         yield* Effect.acquireRelease(
           Effect.sync(() =>
             group.dispatcher.join({
@@ -282,7 +310,7 @@ export const makeSubscriptions = (
               maxInFlight: s.maxInFlight,
               ackDeadlineMs: s.ackDeadlineMs,
               retry: s.retry,
-              deliver: (d) => Queue.unsafeOffer(queue, d),
+              deliver: (deliveries) => Queue.unsafeOffer(queue, deliveries),
             }),
           ),
           () =>
@@ -302,11 +330,9 @@ export const makeSubscriptions = (
         };
       });
 
-    /** What is queued, as one array per pull (at most `max`). */
-    const batchesOf = (queue: Queue.Dequeue<DeliveryOut>, max: number) =>
-      Stream.fromQueue(queue, { maxChunkSize: max }).pipe(
-        Stream.mapChunks((chunk) => Chunk.of(Chunk.toReadonlyArray(chunk).map(deliveryOf))),
-      );
+    /** What is queued, as batches of at most `max`. */
+    const batchesOf = (queue: Queue.Dequeue<ReadonlyArray<DeliveryOut>>, max: number) =>
+      Stream.fromQueue(queue).pipe(Stream.mapChunks((steps) => rebatch(steps, max)));
 
     const subscribe = (req: SubscribeRequest): Stream.Stream<Item, MeshError> =>
       Stream.unwrapScoped(
@@ -322,8 +348,10 @@ export const makeSubscriptions = (
                     }),
                   ),
                 )
-              : Stream.fromQueue(sub.queue).pipe(
-                  Stream.map((d): Item => ({ event: { case: "delivery", value: deliveryOf(d) } })),
+              : batchesOf(sub.queue, 1).pipe(
+                  Stream.map(
+                    (batch): Item => ({ event: { case: "delivery", value: batch[0] as Delivery } }),
+                  ),
                 );
           return Stream.concat(Stream.make(subscribed), deliveries);
         }),
@@ -405,13 +433,34 @@ export const makeSubscriptions = (
         );
         // Acks are the hot path: no arrays per id, the first unknown id is enough.
         let unknown: string | undefined;
-        for (const id of ids) {
-          // Late acks are NOT_FOUND here, as they always were: the caller learns it was too slow.
-          if (settleIn(undefined, (d) => d.ack(id)) !== "settled") unknown ??= id;
+        const held = holdAll();
+        try {
+          for (const id of ids) {
+            // Late acks are NOT_FOUND here, as they always were: the caller learns it was too slow.
+            if (settleIn(undefined, (d) => d.ack(id)) !== "settled") unknown ??= id;
+          }
+        } finally {
+          releaseAll(held);
         }
         if (unknown !== undefined) return yield* unknownDelivery(unknown);
         return {};
       });
+
+    /**
+     * Around settling many deliveries: the room they free is filled once,
+     * at the end, so the next response carries a batch again.
+     */
+    const holdAll = (): Dispatcher[] => {
+      const held: Dispatcher[] = [];
+      for (const g of groups.values()) {
+        g.dispatcher.hold();
+        held.push(g.dispatcher);
+      }
+      return held;
+    };
+    const releaseAll = (held: ReadonlyArray<Dispatcher>) => {
+      for (const d of held) d.release();
+    };
 
     /**
      * Settles a delivery in the group that handed it out, trying `first`
@@ -460,15 +509,20 @@ export const makeSubscriptions = (
           ...delays.map((d) => d.violations),
         );
         let unknown: string | undefined;
-        for (const id of req.ackIds) {
-          if (settleIn(own, (d) => d.ack(id)) === "unknown") unknown ??= id;
+        const held = holdAll();
+        try {
+          for (const id of req.ackIds) {
+            if (settleIn(own, (d) => d.ack(id)) === "unknown") unknown ??= id;
+          }
+          req.nacks.forEach((n, i) => {
+            const reason = n.reason === "" ? "nacked" : n.reason;
+            const delayMs = delays[i]?.ms ?? 0;
+            if (settleIn(own, (d) => d.nack(n.deliveryId, reason, delayMs).result) === "unknown")
+              unknown ??= n.deliveryId;
+          });
+        } finally {
+          releaseAll(held);
         }
-        req.nacks.forEach((n, i) => {
-          const reason = n.reason === "" ? "nacked" : n.reason;
-          const delayMs = delays[i]?.ms ?? 0;
-          if (settleIn(own, (d) => d.nack(n.deliveryId, reason, delayMs).result) === "unknown")
-            unknown ??= n.deliveryId;
-        });
         if (unknown !== undefined) return yield* unknownDelivery(unknown);
       });
 
