@@ -27,7 +27,7 @@ const DataStoreImpl = Layer.effect(
   DataStore,
   Effect.gen(function* () {
     const backend = yield* DocStore;
-    const store = traceBackend(backend, "datastore", { "fo.backend": backend.backend });
+    const store = yield* traceBackend(backend, "datastore", { "fo.backend": backend.backend });
     const feed = yield* ChangeFeed;
     const config = yield* MeshConfig;
     const publish = (topic: "service" | "parameter") => ({

@@ -25,7 +25,7 @@ const MemoryManagerImpl = Layer.effect(
   MemoryManager,
   Effect.gen(function* () {
     const backend = yield* MemoryStore;
-    const store = traceBackend(backend, "memory", { "fo.backend": backend.backend });
+    const store = yield* traceBackend(backend, "memory", { "fo.backend": backend.backend });
     const { memory: config } = yield* MeshConfig;
     const memory = makeMemory(
       store,

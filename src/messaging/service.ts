@@ -24,7 +24,7 @@ const MessageBusImpl = Layer.scoped(
   MessageBus,
   Effect.gen(function* () {
     const backend = yield* MessageLog;
-    const log = traceBackend(backend, "messaging", { "fo.backend": backend.backend });
+    const log = yield* traceBackend(backend, "messaging", { "fo.backend": backend.backend });
     const { messaging: config } = yield* MeshConfig;
     const topics = makeTopics(config.topicPrefix);
     const limits = { maxPayloadBytes: config.maxPayloadBytes };

@@ -60,6 +60,11 @@ export interface TelemetryShape {
   readonly propagator: W3CTraceContextPropagator;
   /** The tracer provider's id generator: lets RecordSpans keep a client span's ids. */
   readonly spanIds: ClientSpanIds;
+  /**
+   * Whether finished spans go anywhere (an OTLP endpoint, or processors a
+   * test added). Without, work that only makes spans can be skipped.
+   */
+  readonly exportsSpans: boolean;
 }
 
 export class Telemetry extends Context.Tag("fo/Telemetry")<Telemetry, TelemetryShape>() {}
@@ -184,6 +189,7 @@ export const telemetryLayer = (options: TelemetryOptions = {}) =>
         prometheus,
         propagator: new W3CTraceContextPropagator(),
         spanIds,
+        exportsSpans: otlp || (options.spanProcessors ?? []).length > 0,
       };
     }),
   );

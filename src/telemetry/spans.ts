@@ -9,7 +9,7 @@
  * values and anything else are left as they are.
  */
 import * as OtelTracing from "@effect/opentelemetry/Tracer";
-import { Effect, Layer } from "effect";
+import { Effect, Layer, Option } from "effect";
 import { Telemetry } from "./pipeline.js";
 
 const isPlainObject = (value: unknown): value is object =>
@@ -44,20 +44,34 @@ const wrap = <T extends object>(target: T, prefix: string, attributes: Record<st
     }),
   ) as T;
 
+/**
+ * The store with its calls traced; as it is when no span is exported (the
+ * default without an OTLP endpoint): a span per backend call costs more than
+ * an in-memory store's call itself, and no one would see it.
+ */
 export const traceBackend = <T extends object>(
   store: T,
   area: string,
   attributes: Record<string, string>,
-): T => wrap(store, area, attributes);
+): Effect.Effect<T> =>
+  Effect.map(Effect.serviceOption(Telemetry), (telemetry) =>
+    Option.exists(telemetry, (t) => t.exportsSpans) ? wrap(store, area, attributes) : store,
+  );
 
 /**
  * Effect spans (`Effect.withSpan`, e.g. the backend calls above) are
- * recorded through the mesh's tracer, by `@effect/opentelemetry`.
+ * recorded through the mesh's tracer, by `@effect/opentelemetry`, which also
+ * makes the current span OpenTelemetry's active context for every step a
+ * fiber runs (so the grpc-js instrumentation of forwarded calls continues
+ * the trace). When no span is exported that is work for no one, and it is
+ * left out: the relay still passes the caller's trace context on itself.
  */
 export const effectSpans = Layer.unwrapEffect(
-  Effect.map(Telemetry, ({ tracer }) =>
-    OtelTracing.layerWithoutOtelTracer.pipe(
-      Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)),
-    ),
+  Effect.map(Telemetry, ({ tracer, exportsSpans }) =>
+    exportsSpans
+      ? OtelTracing.layerWithoutOtelTracer.pipe(
+          Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)),
+        )
+      : Layer.empty,
   ),
 );
