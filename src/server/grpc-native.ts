@@ -12,6 +12,7 @@
  * protobuf-es, so a malformed request gets a status like any other failure.
  */
 import type { SecureServerOptions } from "node:http2";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   create,
   type DescMethod,
@@ -28,7 +29,7 @@ import { peerKey } from "../common/caller.js";
 import { OK, rpcSpanKey } from "../telemetry/rpc.js";
 import { certificateKey, principalKey } from "./auth.js";
 import type { Listening } from "./http.js";
-import { MAX_STREAMS_PER_CONNECTION } from "./http.js";
+import { MAX_STREAMS_PER_CONNECTION, SESSION_CLOSE_GRACE_MS } from "./http.js";
 import { callError, type ReportDefect } from "./interceptors.js";
 import type { Admission, Policy } from "./policy.js";
 import type { ServedService } from "./served.js";
@@ -131,6 +132,28 @@ const context = (
 
 type Call = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer>;
 
+/** Calls whose handler has not finished, and a wait for there to be none. */
+const inFlight = () => {
+  let n = 0;
+  let waiting: Array<() => void> = [];
+  return {
+    begin: () => {
+      n++;
+    },
+    end: () => {
+      n--;
+      if (n > 0) return;
+      for (const resolve of waiting) resolve();
+      waiting = [];
+    },
+    idle: () =>
+      new Promise<void>((resolve) => {
+        if (n === 0) resolve();
+        else waiting.push(resolve);
+      }),
+  };
+};
+
 /** Resolves once the stream takes writes again, or the call is over; leaves no listener behind. */
 const drainedOrAborted = (stream: NodeJS.EventEmitter, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
@@ -163,6 +186,7 @@ const afterAnswers = (() => {
 export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Listening> => {
   const { policy, reportDefect } = options;
   const readOptions = { readUnknownFields: true, recursionLimit: options.recursionLimit };
+  const calls = inFlight();
   const secure = options.tls !== undefined;
 
   /** Everything a call needs before its handler runs; undefined when the policy refused it. */
@@ -183,9 +207,11 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     const peer = call.getPeer();
     let admission: Admission | undefined;
     let done = false;
+    calls.begin();
     const finish = (code: number, message?: string) => {
       if (done) return;
       done = true;
+      calls.end();
       admission?.release?.();
       afterAnswers(() => observed.finish(code, message));
     };
@@ -374,11 +400,18 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
   return {
     port,
     close: async (drainMs) => {
-      // Takes no new calls; waits for the ones in flight, then cuts what is left.
-      const drained = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
-      const timer = setTimeout(() => server.forceShutdown(), drainMs);
-      await drained;
-      clearTimeout(timer);
+      // Takes no new calls (GOAWAY) and waits for the calls in flight, as the one port does.
+      // A client may keep its end of a finished call or its connection open: once no call
+      // is left, sessions get a short grace to close, then whatever is left is cut.
+      const closed = new Promise<void>((resolve) => server.tryShutdown(() => resolve()));
+      const deadline = sleep(drainMs, undefined, { ref: false });
+      await Promise.race([closed, deadline, calls.idle()]);
+      await Promise.race([
+        closed,
+        deadline,
+        sleep(SESSION_CLOSE_GRACE_MS, undefined, { ref: false }),
+      ]);
+      server.forceShutdown();
     },
   };
 };

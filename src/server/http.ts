@@ -47,7 +47,7 @@ export const SESSION_WINDOW = 16 * 1024 * 1024;
 export const MAX_STREAMS_PER_CONNECTION = 1000;
 
 /** After the last request ends, how long HTTP/2 sessions get to finish closing. */
-const SESSION_CLOSE_GRACE_MS = 500;
+export const SESSION_CLOSE_GRACE_MS = 500;
 
 const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
