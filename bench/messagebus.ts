@@ -25,6 +25,7 @@ import {
   MessageBusService,
 } from "../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { MessageKind } from "../gen/floworchestrator/messaging/v1/message_pb.js";
+import { pushable } from "../test/support/pushable.js";
 import {
   comparePair,
   type PairGroup,
@@ -44,41 +45,6 @@ const BATCH = 100;
 const DRAIN = quick ? 2_000 : 20_000;
 /** Deliveries unsettled at once on the mesh sides: the most a subscription may have. */
 const IN_FLIGHT = 1000;
-
-/** Requests written as the bench makes them (the Consume stream's request side). */
-const requestStream = () => {
-  const queued: ConsumeRequest[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  const iterable: AsyncIterable<ConsumeRequest> = {
-    async *[Symbol.asyncIterator]() {
-      for (;;) {
-        const next = queued.shift();
-        if (next !== undefined) yield next;
-        else if (ended) return;
-        else
-          await new Promise<void>((resolve) => {
-            wake = resolve;
-          });
-      }
-    },
-  };
-  const poke = () => {
-    wake?.();
-    wake = undefined;
-  };
-  return {
-    iterable,
-    push: (r: ConsumeRequest) => {
-      queued.push(r);
-      poke();
-    },
-    end: () => {
-      ended = true;
-      poke();
-    },
-  };
-};
 
 /** Per call → per message, for PublishBatch. */
 const perMessage = (r: PairResult, k: number): PairResult => {
@@ -242,7 +208,7 @@ export const messagebus: PairGroup = {
       };
       // Consume: one settle request per batch, on the stream itself.
       const consumeDrain = async (): Promise<Sample> => {
-        const requests = requestStream();
+        const requests = pushable<ConsumeRequest>();
         requests.push(
           create(ConsumeRequestSchema, {
             request: {

@@ -21,6 +21,7 @@ import { type Delivery, MessageKind } from "../../gen/floworchestrator/messaging
 import { consume, MeshClient } from "../../src/client/index.js";
 import { clientFor, failureOf, type ProtocolName } from "../support/clients.js";
 import { startMesh, type TestMesh } from "../support/mesh.js";
+import { pushable } from "../support/pushable.js";
 
 let mesh: TestMesh;
 const unique = (prefix: string) => `${prefix}-${randomUUID().slice(0, 8)}`;
@@ -33,38 +34,11 @@ afterAll(() => mesh.close());
 
 /** Requests pushed by the test as it goes; `end` half-closes. */
 const requestQueue = () => {
-  const queued: ConsumeRequest[] = [];
-  let wake: (() => void) | undefined;
-  let ended = false;
-  const iterable: AsyncIterable<ConsumeRequest> = {
-    async *[Symbol.asyncIterator]() {
-      for (;;) {
-        const next = queued.shift();
-        if (next !== undefined) {
-          yield next;
-          continue;
-        }
-        if (ended) return;
-        await new Promise<void>((resolve) => {
-          wake = resolve;
-        });
-      }
-    },
-  };
-  const poke = () => {
-    wake?.();
-    wake = undefined;
-  };
+  const requests = pushable<ConsumeRequest>();
   return {
-    iterable,
-    push: (init: Parameters<typeof create<typeof ConsumeRequestSchema>>[1]) => {
-      queued.push(create(ConsumeRequestSchema, init));
-      poke();
-    },
-    end: () => {
-      ended = true;
-      poke();
-    },
+    ...requests,
+    push: (init: Parameters<typeof create<typeof ConsumeRequestSchema>>[1]) =>
+      requests.push(create(ConsumeRequestSchema, init)),
   };
 };
 
