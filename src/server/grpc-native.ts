@@ -108,7 +108,7 @@ const context = (
     url: `/${method.parent.typeName}/${method.name}`,
     signal,
     timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
-    // Built when read (the bridge reads `authorization`), not for every call.
+    // Copied out of the metadata on first read.
     get requestHeader() {
       requestHeader ??= headersOf(metadata);
       return requestHeader;
