@@ -4,22 +4,26 @@
  * construction.
  */
 import type { DescService } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type ServiceImpl } from "@connectrpc/connect";
 import { type Context, Effect, Stream } from "effect";
+import { InvalidArgument } from "../common/errors.js";
 import type { Bridge } from "./bridge.js";
 
 type Ctx<I> = Parameters<Bridge<I>["stream"]>[0];
 
 /**
  * A bidi call's requests as the port sees them. A request that cannot be
- * read (the client reset the stream, a malformed message) ends them like a
- * half-close: the call itself fails or ends through its signal, which the
- * bridge already watches, so the port never has to tell a transport error
- * from a business one. Letting go of them early (the port failed, or the
- * server drains) does not wait for the client: an async generator's own
+ * read (a malformed message, the client reset the stream) ends them like a
+ * half-close, so the port never has to tell a transport error from a
+ * business one; `broke` is told, and the call then fails with it (a reset
+ * client is gone anyway). Letting go of them early (the port failed, or
+ * the server drains) does not wait for the client: an async generator's own
  * `return()` would wait until the client sent its next message.
  */
-const requestsOf = <A>(requests: AsyncIterable<A>): Stream.Stream<A> =>
+const requestsOf = <A>(
+  requests: AsyncIterable<A>,
+  broke: (error: unknown) => void,
+): Stream.Stream<A> =>
   Stream.fromAsyncIterable(
     {
       [Symbol.asyncIterator]: () => {
@@ -31,7 +35,19 @@ const requestsOf = <A>(requests: AsyncIterable<A>): Stream.Stream<A> =>
       },
     },
     (e) => e,
-  ).pipe(Stream.catchAll(() => Stream.empty));
+  ).pipe(
+    Stream.catchAll((e) => {
+      broke(e);
+      return Stream.empty;
+    }),
+  );
+
+/** The error a call whose request stream broke ends with, once the port's stream is done. */
+const brokenRequests = (error: unknown) =>
+  new InvalidArgument({
+    message: `a request could not be read: ${ConnectError.from(error).rawMessage}`,
+    violations: [],
+  });
 
 export const servePort = <
   S extends DescService,
@@ -53,8 +69,21 @@ export const servePort = <
         impl[name] = (req: unknown, ctx: Ctx<I>) => bridge.stream(ctx, streamOf(req));
         break;
       case "bidi_streaming":
-        impl[name] = (reqs: AsyncIterable<unknown>, ctx: Ctx<I>) =>
-          bridge.stream(ctx, streamOf(requestsOf(reqs)));
+        impl[name] = (reqs: AsyncIterable<unknown>, ctx: Ctx<I>) => {
+          let broken: { error: unknown } | undefined;
+          const requests = requestsOf(reqs, (error) => {
+            broken = { error };
+          });
+          return bridge.stream(
+            ctx,
+            Stream.concat(
+              streamOf(requests),
+              Stream.suspend(() =>
+                broken === undefined ? Stream.empty : Stream.fail(brokenRequests(broken.error)),
+              ),
+            ),
+          );
+        };
         break;
       default:
         impl[name] = (req: unknown, ctx: Parameters<Bridge<I>["unary"]>[0]) =>

@@ -8,6 +8,7 @@ import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
+import { ConsumeRequestSchema } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import {
   HealthCheckRequestSchema,
@@ -103,6 +104,36 @@ describe.each([
     );
     expect([grpc.status.INTERNAL, grpc.status.INVALID_ARGUMENT]).toContain(err.code);
     expect(err.details).toMatch(/parse|premature|invalid/i);
+    expect((await check("")).status).toBe(Status.SERVING);
+  });
+
+  it("fails a Consume stream with a status when a later request is not protobuf", async () => {
+    const raw = (b: Buffer) => b;
+    const call = client.makeBidiStreamRequest(
+      "/floworchestrator.messaging.v1.MessageBusService/Consume",
+      raw,
+      raw,
+    );
+    const ended = new Promise<grpc.StatusObject>((resolve) => call.on("status", resolve));
+    const first = new Promise<void>((resolve) => call.once("data", () => resolve()));
+    call.on("error", () => {});
+    const group = `garbage-${where.replaceAll(" ", "-")}`;
+    call.write(
+      Buffer.from(
+        toBinary(
+          ConsumeRequestSchema,
+          create(ConsumeRequestSchema, {
+            request: { case: "subscribe", value: { group, destination: group } },
+          }),
+        ),
+      ),
+    );
+    await first; // subscribed
+    call.write(Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]));
+    const status = await ended;
+    expect(status.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(status.details).toMatch(/could not be read/);
+    call.end();
     expect((await check("")).status).toBe(Status.SERVING);
   });
 
