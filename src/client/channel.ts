@@ -88,6 +88,29 @@ const connectChannel = (url: string, tls: ChannelTls): Channel => {
       },
     ],
   });
+  /** A streaming call; it starts when iterated, in the trace context of the caller. */
+  const streamCall = <I extends DescMessage, O extends DescMessage>(
+    method: DescMethodServerStreaming<I, O> | DescMethodBiDiStreaming<I, O>,
+    inputs: AsyncIterable<MessageShape<I>>,
+    call: ChannelCall,
+  ): AsyncIterable<MessageShape<O>> => {
+    const active = context.active();
+    return {
+      async *[Symbol.asyncIterator]() {
+        const response = await context.with(active, () =>
+          transport.stream(
+            method,
+            call.signal,
+            call.timeoutMs,
+            call.headers,
+            inputs,
+            createContextValues(),
+          ),
+        );
+        yield* response.message;
+      },
+    };
+  };
   return {
     url,
     unary: async (method, input, call) =>
@@ -101,45 +124,15 @@ const connectChannel = (url: string, tls: ChannelTls): Channel => {
           createContextValues(),
         )
       ).message,
-    stream: (method, input, call) => {
-      // The call starts when iterated: keep the trace context of the caller.
-      const active = context.active();
-      return {
-        async *[Symbol.asyncIterator]() {
-          const response = await context.with(active, () =>
-            transport.stream(
-              method,
-              call.signal,
-              call.timeoutMs,
-              call.headers,
-              (async function* () {
-                yield input;
-              })(),
-              createContextValues(),
-            ),
-          );
-          yield* response.message;
-        },
-      };
-    },
-    bidi: (method, inputs, call) => {
-      const active = context.active();
-      return {
-        async *[Symbol.asyncIterator]() {
-          const response = await context.with(active, () =>
-            transport.stream(
-              method,
-              call.signal,
-              call.timeoutMs,
-              call.headers,
-              stoppable(inputs),
-              createContextValues(),
-            ),
-          );
-          yield* response.message;
-        },
-      };
-    },
+    stream: (method, input, call) =>
+      streamCall(
+        method,
+        (async function* () {
+          yield input;
+        })(),
+        call,
+      ),
+    bidi: (method, inputs, call) => streamCall(method, stoppable(inputs), call),
     close: () => sessions.abort(),
   };
 };
