@@ -147,17 +147,23 @@ const envelope = (flags: number, data: Uint8Array) => {
   return frame;
 };
 
+interface Scan {
+  readonly push: (chunk: Buffer) => void;
+  /** No envelope is begun and unfinished: the body so far is whole messages. */
+  readonly between: () => boolean;
+}
+
 /**
  * Follows the envelopes of a framed body as it passes and hands `found` the
  * data of the envelope whose flags have `flag` (the end of a gRPC-Web or
- * Connect stream, where its status is).
+ * Connect stream, where its status is; 0 finds none).
  */
-const scanFor = (flag: number, found: (data: Buffer, compressed: boolean) => void) => {
+const scanFor = (flag: number, found: (data: Buffer, compressed: boolean) => void): Scan => {
   let head = Buffer.alloc(0);
   let flags = 0;
   let left = 0;
   let kept: Buffer[] | undefined;
-  return (chunk: Buffer) => {
+  const push = (chunk: Buffer) => {
     let at = 0;
     while (at < chunk.length) {
       if (left === 0 && kept === undefined) {
@@ -191,6 +197,7 @@ const scanFor = (flag: number, found: (data: Buffer, compressed: boolean) => voi
       }
     }
   };
+  return { push, between: () => head.length === 0 && left === 0 && kept === undefined };
 };
 
 /** The status fields of a gRPC response's trailers (or trailers-only headers). */
@@ -218,6 +225,11 @@ const writeError = (res: Parameters<Handler>[1], kind: Kind, type: string, error
     return;
   }
   writeHead(res, 200, { "content-type": type });
+  endWithError(res, kind, error);
+};
+
+/** Ends a framed answer, begun or not, with the error as its status. */
+const endWithError = (res: Parameters<Handler>[1], kind: Kind, error: ConnectError) => {
   if (kind.protocol === "grpc") {
     res.addTrailers(Object.fromEntries(setTrailerStatus(new Headers(), error)));
     res.end();
@@ -433,7 +445,13 @@ export const makeRelay = (options: RelayOptions): Relay => {
       stream.on("error", () => {});
       stream.once("response", (head, flags) => {
         responded = true;
-        answer(stream, head, (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0);
+        answer(
+          stream,
+          head,
+          (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0,
+          body,
+          attempt,
+        );
       });
       stream.once("close", () => {
         if (responded || finished) return;
@@ -476,6 +494,8 @@ export const makeRelay = (options: RelayOptions): Relay => {
       stream: http2.ClientHttp2Stream,
       head: http2.IncomingHttpHeaders,
       ended: boolean,
+      body: Buffer,
+      attempt: number,
     ) => {
       const status = Number(head[":status"] ?? 200);
       let code: number = OK;
@@ -486,10 +506,19 @@ export const makeRelay = (options: RelayOptions): Relay => {
       if (kind.protocol !== "connect" && head["grpc-status"] !== undefined)
         ({ code, message } = statusOf(statusFields(head)));
       else if (kind.protocol === "connect" && status !== 200) code = codeFromHttpStatus(status);
-      writeHead(res, status, headers);
-      if (trailersOnly) res.addTrailers(Object.fromEntries(statusFields(head)));
+      // A unary answer begins with the first of its body or end: a node lost before that leaves
+      // the call as if it had failed before answering. A stream's headers go at once (its first
+      // message may be long in coming, and a caller may wait on them).
+      let begun = false;
+      const begin = () => {
+        if (begun) return;
+        begun = true;
+        writeHead(res, status, headers);
+        if (trailersOnly) res.addTrailers(Object.fromEntries(statusFields(head)));
+      };
+      if (method.methodKind !== "unary") begin();
 
-      let scan: ((chunk: Buffer) => void) | undefined;
+      let scan: Scan | undefined;
       const errorBody: Buffer[] = [];
       if (kind.protocol === "grpc-web" && head["grpc-status"] === undefined) {
         scan = scanFor(trailerFlag, (data) => {
@@ -507,21 +536,26 @@ export const makeRelay = (options: RelayOptions): Relay => {
             code = Code.Unknown;
           }
         });
+      } else if (kind.protocol === "grpc") {
+        scan = scanFor(0, () => {});
       } else if (kind.protocol === "connect" && status !== 200) {
-        scan = (chunk) => errorBody.push(chunk);
+        scan = { push: (chunk) => errorBody.push(chunk), between: () => false };
       }
       stream.on("data", (chunk: Buffer) => {
-        scan?.(chunk);
+        begin();
+        scan?.push(chunk);
         if (!(res as NodeJS.WritableStream).write(chunk)) {
           stream.pause();
           res.once("drain", () => stream.resume());
         }
       });
       stream.once("trailers", (trailers) => {
+        begin();
         if (kind.protocol === "grpc") ({ code, message } = statusOf(statusFields(trailers)));
         res.addTrailers(pass(trailers, NOTHING));
       });
       stream.once("end", () => {
+        begin();
         if (errorBody.length > 0) {
           const error = errorFromJsonBytes(
             Buffer.concat(errorBody),
@@ -534,11 +568,16 @@ export const makeRelay = (options: RelayOptions): Relay => {
         res.end();
         finish(code, message);
       });
-      // Reset before the answer was complete: the caller's stream is cut the same way.
       stream.once("close", () => {
         if (finished || stream.readableEnded) return;
-        abortInbound();
-        finish(Code.Unavailable, "the node went away during the call");
+        if (!begun) return unreachable(body, attempt, true);
+        // Cut between two messages: the caller gets the status (its stream can resume from
+        // there); inside one, its stream is cut the same way.
+        const lost = "the node went away during the call";
+        if (kind.framed && scan?.between() && !res.writableEnded)
+          endWithError(res, kind, meshErrorToConnect(new Unavailable({ message: lost })));
+        else abortInbound();
+        finish(Code.Unavailable, lost);
       });
     };
 

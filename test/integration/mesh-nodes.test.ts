@@ -173,7 +173,7 @@ describe("three mesh processes on shared backends", () => {
   });
 
   it("keeps serving through B when C is killed, and C leaves the registry after its lease", async () => {
-    let failures = 0;
+    const failures: string[] = [];
     let calls = 0;
     const load = (async () => {
       const until = Date.now() + 5_000;
@@ -182,14 +182,14 @@ describe("three mesh processes on shared backends", () => {
           Effect.either(client.telemetry.getHealth({}, { timeout: "3 seconds" })),
         );
         calls++;
-        if (result._tag === "Left") failures++;
+        if (result._tag === "Left") failures.push(`${result.left._tag}: ${result.left.message}`);
       }
     })();
     await new Promise((r) => setTimeout(r, 1_000));
     c.child.kill("SIGKILL");
     await load;
     expect(calls).toBeGreaterThan(20);
-    expect(failures).toBe(0);
+    expect(failures).toEqual([]);
     const expired = await poll("C reported EXPIRED", async () => {
       const nodes = await nodesInRegistry();
       const record = nodes.find((n) => n.endpoints[0] === c.url);

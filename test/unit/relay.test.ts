@@ -29,8 +29,11 @@ const EXISTS = `/${MemoryManagerService.typeName}/Exists`;
 const ALLOCATE = `/${MemoryManagerService.typeName}/Allocate`;
 const address = { kind: { case: "text" as const, value: "e1:f1:PROCESS:main:s1:json" } };
 
-/** What the upstream does with a call: answer it, reset it, or leave it hanging. */
-type Behaviour = "answer" | "reset" | "hang";
+/**
+ * What the upstream does with a call: answer it, reset it, leave it hanging, or reset it after
+ * sending its headers (`cut`) or its headers and whole message (`cut-after-message`).
+ */
+type Behaviour = "answer" | "reset" | "hang" | "cut" | "cut-after-message";
 
 interface Upstream {
   readonly url: string;
@@ -70,7 +73,7 @@ const startUpstream = async (): Promise<Upstream> => {
     });
     stream.once("end", () => {
       if (upstream.behaviour === "reset") stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
-      if (upstream.behaviour !== "answer") return;
+      if (upstream.behaviour === "reset" || upstream.behaviour === "hang") return;
       // Exists answers that it does; any other method its empty response.
       const message = headers[":path"] === EXISTS ? exists : new Uint8Array();
       if (headers["content-type"] === "application/proto") {
@@ -86,6 +89,12 @@ const startUpstream = async (): Promise<Upstream> => {
         { ":status": 200, "content-type": "application/grpc" },
         { waitForTrailers: true },
       );
+      const cut = () => setTimeout(() => stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR), 20);
+      if (upstream.behaviour === "cut") return cut();
+      if (upstream.behaviour === "cut-after-message") {
+        stream.write(frame);
+        return cut();
+      }
       stream.once("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
       stream.end(frame);
     });
@@ -287,6 +296,30 @@ describe("the relay", () => {
       expect((await memory().exists({ address })).exists).toBe(true);
       expect(second.seen.map((c) => c.path)).toEqual([EXISTS]);
       expect(downed).toEqual([upstream.url, upstream.url]);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it("treats a node lost after its headers as one that never answered, and after a message as UNAVAILABLE", async () => {
+    await setup();
+    upstream.behaviour = "cut";
+    const second = await startUpstream();
+    try {
+      // Nothing of the answer reached the caller: an idempotent call goes to the next node.
+      targets = [upstream.url, second.url];
+      expect((await memory().exists({ address })).exists).toBe(true);
+      expect(second.seen.map((c) => c.path)).toEqual([EXISTS]);
+      // A call with side effects does not, and fails with a status a client can act on.
+      targets = [upstream.url, second.url];
+      expect((await failureOf(memory().allocate({ address }))).code).toBe(Code.Unavailable);
+      // Cut after a whole message: the caller's call ends with UNAVAILABLE, not a reset (INTERNAL).
+      upstream.behaviour = "cut-after-message";
+      targets = [upstream.url];
+      const error = await failureOf(memory().exists({ address }));
+      expect(error.code).toBe(Code.Unavailable);
+      expect(error.rawMessage).toMatch(/went away/);
+      expect(second.seen).toHaveLength(1);
     } finally {
       await second.close();
     }
