@@ -318,15 +318,31 @@ export const connect = (
         ),
     );
 
-    // The client caches proxies (and forgets one whose creation failed, e.g. while offline).
-    const map = <V>(name: string) => client.getMap<string, V>(`${prefix}${name}`);
+    // The client caches proxies (and forgets one whose creation failed, e.g. while offline);
+    // once one is made it is kept here, so a call does not wait a promise for it.
+    const proxies = new Map<string, IMap<string, unknown>>();
+    const map = <V>(name: string): IMap<string, V> | Promise<IMap<string, V>> => {
+      const made = proxies.get(name);
+      if (made !== undefined) return made as IMap<string, V>;
+      return client.getMap<string, V>(`${prefix}${name}`).then((m) => {
+        proxies.set(name, m as IMap<string, unknown>);
+        return m;
+      });
+    };
+    /** `op` on the map, looked up at each attempt (a failed proxy creation is made again). */
+    const withMap =
+      <V, A>(name: string, op: (map: IMap<string, V>) => Promise<A>) =>
+      () => {
+        const m = map<V>(name);
+        return m instanceof Promise ? m.then(op) : op(m);
+      };
     const on =
       <V>(name: string): OnMap<V> =>
       (what, op, timeout) =>
         Effect.suspend(() => {
           const lost = reachability.lost();
           return lost === undefined
-            ? call(`${name} ${what}`, async () => op(await map<V>(name)), timeout)
+            ? call(`${name} ${what}`, withMap(name, op), timeout)
             : Effect.fail(lost);
         });
 
@@ -339,13 +355,7 @@ export const connect = (
           return lost === undefined
             ? call(
                 `meta and data ${what}`,
-                async () => {
-                  const [meta, data] = await Promise.all([
-                    map<HazelcastJsonValue>("meta"),
-                    map<Buffer>("data"),
-                  ]);
-                  return op(meta, data);
-                },
+                async () => op(await map<HazelcastJsonValue>("meta"), await map<Buffer>("data")),
                 timeout,
               )
             : Effect.fail(lost);
