@@ -13,6 +13,7 @@ import { Client, type HazelcastJsonValue } from "hazelcast-client";
 import { afterAll, inject } from "vitest";
 import { type Cluster, connect } from "../../src/memory/hazelcast/client.js";
 import { makeEntryStore } from "../../src/memory/hazelcast/entries.js";
+import { INLINE_MAX_BYTES } from "../../src/memory/hazelcast/stored.js";
 import { HazelcastMemoryStore } from "../../src/memory/hazelcast.js";
 import {
   type MemoryRecord,
@@ -226,10 +227,12 @@ describe("HazelcastMemoryStore", () => {
       expect(created?.ttl).toBe(21_000);
 
       // A replace on the member would drop both (Hazelcast resets them on writes without them).
-      expect(yield* store.update(record.address, 0, next(record), Uint8Array.of(1, 2))).toBe(true);
+      // Bytes too large to be inline: they have an entry of their own in `data`.
+      const large = (fill: number) => new Uint8Array(INLINE_MAX_BYTES + 1).fill(fill);
+      expect(yield* store.update(record.address, 0, next(record), large(1))).toBe(true);
       expect(yield* store.update(record.address, 1, next(next(record)))).toBe(true);
       const modified = yield* store.modify(record.address, (current) =>
-        Effect.succeed({ record: next(current.record), data: Uint8Array.of(3) }),
+        Effect.succeed({ record: next(current.record), data: large(3) }),
       );
       expect(Option.getOrThrow(modified).record.revision).toBe(3);
       const updated = yield* viewOf(record.address);
@@ -356,7 +359,7 @@ describe("HazelcastMemoryStore", () => {
   );
 
   it.scopedLive(
-    "calls to the cluster: a change is one locked pass, a read of 100 one getAll per map",
+    "calls to the cluster: a change is one locked pass, a read one get of inline bytes, a read of 100 one getAll per map",
     () =>
       Effect.gen(function* () {
         const cluster = yield* connect({
@@ -397,23 +400,71 @@ describe("HazelcastMemoryStore", () => {
         for (const r of records) expect(yield* store.create(r)).toBe(true);
         const [first] = records as [MemoryRecord];
 
-        calls.length = 0;
-        const written = yield* store.modify(first.address, (current) =>
-          Effect.succeed({ record: next(current.record), data: Uint8Array.of(1) }),
-        );
-        expect(Option.isSome(written)).toBe(true);
-        expect(calls).toEqual([
+        const write = (data: Uint8Array) =>
+          Effect.gen(function* () {
+            calls.length = 0;
+            const written = yield* store.modify(first.address, (current) =>
+              Effect.succeed({ record: next(current.record), data }),
+            );
+            expect(Option.isSome(written)).toBe(true);
+            return [...calls];
+          });
+        const read = (address: string) =>
+          Effect.gen(function* () {
+            calls.length = 0;
+            const found = yield* store.read(address);
+            expect(Option.isSome(found)).toBe(true);
+            return { calls: [...calls], data: Option.getOrThrow(found).data };
+          });
+
+        // Small bytes live in the record: one value to write, one to read.
+        expect(yield* write(Uint8Array.of(1))).toEqual([
+          "meta.tryLock",
+          "meta.getEntryView",
+          "meta.set",
+          "meta.unlock",
+        ]);
+        expect(yield* read(first.address)).toEqual({ calls: ["meta.get"], data: Uint8Array.of(1) });
+
+        // Large ones in `data`, under a fresh key per version; the replaced ones go with the unlock.
+        const large = new Uint8Array(INLINE_MAX_BYTES + 1).fill(7);
+        expect(yield* write(large)).toEqual([
+          "meta.tryLock",
+          "meta.getEntryView",
+          "data.set",
+          "meta.set",
+          "meta.unlock",
+        ]);
+        expect(yield* write(large)).toEqual([
           "meta.tryLock",
           "meta.getEntryView",
           "data.set",
           "meta.set",
           "meta+data.unlock, delete",
         ]);
+        expect(yield* read(first.address)).toEqual({
+          calls: ["meta.get", "data.get"],
+          data: large,
+        });
 
         calls.length = 0;
-        const read = yield* store.readMany(records.map((r) => r.address));
-        expect(read.every(Option.isSome)).toBe(true);
+        const many = yield* store.readMany(records.map((r) => r.address));
+        expect(many.every(Option.isSome)).toBe(true);
         expect(calls).toEqual(["meta.getAll", "data.getAll"]);
+
+        // Back to small bytes: the large ones are deleted with the unlock.
+        expect(yield* write(Uint8Array.of(2))).toEqual([
+          "meta.tryLock",
+          "meta.getEntryView",
+          "meta.set",
+          "meta+data.unlock, delete",
+        ]);
+        calls.length = 0;
+        const inline = yield* store.readMany(records.map((r) => r.address));
+        expect(inline.map((f) => Option.getOrThrow(f).data.length)).toEqual(
+          records.map((_, i) => (i === 0 ? 1 : 0)),
+        );
+        expect(calls).toEqual(["meta.getAll"]);
       }),
   );
 

@@ -1,12 +1,14 @@
 /**
  * The entries. `meta` maps an address to the record as a
  * `HazelcastJsonValue` (so member-side predicates filter on its fields),
- * plus `_data`, the key of its bytes in `data`. Each version of the bytes
- * gets a fresh key (`address#uuid`) and the record is switched to it in one
- * write, so a reader never sees a record with another version's bytes; the
- * old bytes are deleted after the switch (a reader that loses that race
- * reads the record again). The bytes expire a second after their record,
- * so a live record has them.
+ * plus its bytes: up to `INLINE_MAX_BYTES` inline (`_inline`, base64), so
+ * the record and its bytes are one value, read with one `get` and written
+ * with one `set`; larger ones as `_data`, the key of the bytes in `data`.
+ * Each version of large bytes gets a fresh key (`address#uuid`) and the
+ * record is switched to it in one write, so a reader never sees a record
+ * with another version's bytes; the old bytes are deleted after the switch
+ * (a reader that loses that race reads the record again). Those bytes
+ * expire a second after their record, so a live record has them.
  *
  * Expiry is Hazelcast's own: every write of a record passes the remaining
  * TTL and the max idle to the member, and every touching read is a member
@@ -38,12 +40,14 @@
  * `create` is `putIfAbsent` (an entry past its TTL that the member still
  * holds is evicted under the key lock first, with an `expired` event);
  * `modify` and `update` read, decide and write under the key lock
- * (key-lock.ts); `remove` is `remove`. Round trips of a change that
- * replaces the bytes: `tryLock`, `getEntryView`, `set` of the bytes, `set`
- * of the record, then `unlock` with the `delete` of the old bytes (two
- * calls in one socket write); without new bytes, a `containsKey` of the
- * bytes (their max idle) instead of their `set`, and no `delete`.
- * `readMany` is one `getAll` on each map (per member holding the keys).
+ * (key-lock.ts); `remove` is `remove`. Calls to the cluster, with inline
+ * bytes: a `read` is one `get`; a change is `tryLock`, `getEntryView`, `set`
+ * of the record, `unlock`. With bytes in `data`, a `read` is a `get` on each
+ * map, and a change that writes new ones does their `set` before the
+ * record's and `delete`s the old ones with the `unlock` (two calls in one
+ * socket write); one that keeps them does a `containsKey` of them (their
+ * max idle) instead of the `set`. `readMany` is one `getAll` on `meta`
+ * (per member holding the keys), and one on `data` when some bytes are there.
  */
 import { randomUUID } from "node:crypto";
 import { type Duration, Effect, Option } from "effect";
@@ -62,6 +66,8 @@ import { predicateOf } from "./filter.js";
 import { makeKeyLocks } from "./key-lock.js";
 import {
   asLong,
+  INLINE_MAX_BYTES,
+  inlineBytes,
   json,
   memberMaxIdle,
   memberMillis,
@@ -78,6 +84,9 @@ const DATA_GRACE_MS = 1_000;
 const QUERY_ACCESS_TIMES_LIMIT = 256;
 
 const newDataKey = (address: string): string => `${address}#${randomUUID()}`;
+
+/** Where a record's bytes are: inline, or the key of their entry in `data`. */
+type Storage = Pick<StoredMeta, "_data" | "_inline">;
 
 /** The record behind a stored value, unless its TTL has run out (the member removes it a little later). */
 const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {
@@ -126,8 +135,9 @@ export const makeEntryStore = (
     Effect.gen(function* () {
       const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
       if (stored === undefined) return Option.none<StoredEntry>();
+      const dataKey = stored._data;
       // Keep the bytes' max idle in step with the record's.
-      yield* onData("containsKey", (m) => m.containsKey(stored._data));
+      if (dataKey !== undefined) yield* onData("containsKey", (m) => m.containsKey(dataKey));
       return Option.some<StoredEntry>({ record: recordOf(stored), lastAccessTime: yield* now });
     });
 
@@ -137,7 +147,14 @@ export const makeEntryStore = (
       for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
         const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
         if (stored === undefined) return Option.none();
-        const bytes = yield* onData("get", (m) => m.get(stored._data));
+        const dataKey = stored._data;
+        if (dataKey === undefined) {
+          return Option.some({
+            entry: { record: recordOf(stored), lastAccessTime: yield* now },
+            data: inlineBytes(stored),
+          });
+        }
+        const bytes = yield* onData("get", (m) => m.get(dataKey));
         if (bytes !== null) {
           return Option.some({
             entry: { record: recordOf(stored), lastAccessTime: yield* now },
@@ -146,16 +163,16 @@ export const makeEntryStore = (
         }
         // Replaced by an update since the record was read: read the new one. The
         // same key twice: the bytes are gone with an entry at the end of its life.
-        if (stored._data === previousKey) return Option.none();
-        previousKey = stored._data;
+        if (dataKey === previousKey) return Option.none();
+        previousKey = dataKey;
       }
       return Option.none();
     });
 
   /**
-   * `read` of many: the records with one `getAll`, then their bytes with
-   * another (both touch, as `get` does). A record whose bytes were replaced
-   * in between is read again on its own.
+   * `read` of many: the records with one `getAll`, then the bytes not
+   * inline with another (both touch, as `get` does). A record whose bytes
+   * were replaced in between is read again on its own.
    */
   const readMany = (addresses: ReadonlyArray<string>) =>
     Effect.gen(function* () {
@@ -168,14 +185,15 @@ export const makeEntryStore = (
         const stored = liveMeta(value, at);
         if (stored !== undefined) live.push(stored);
       }
+      const dataKeys = live.flatMap((s) => (s._data === undefined ? [] : [s._data]));
       const bytes = new Map(
-        live.length === 0 ? [] : yield* onData("getAll", (m) => m.getAll(live.map((s) => s._data))),
+        dataKeys.length === 0 ? [] : yield* onData("getAll", (m) => m.getAll(dataKeys)),
       );
       const found = new Map<string, EntryWithData>();
       const replaced: string[] = [];
       const readAt = yield* now;
       for (const stored of live) {
-        const data = bytes.get(stored._data);
+        const data = stored._data === undefined ? inlineBytes(stored) : bytes.get(stored._data);
         if (data == null) replaced.push(stored.address);
         else {
           found.set(stored.address, {
@@ -218,14 +236,30 @@ export const makeEntryStore = (
     ).pipe(Effect.as(key));
   };
 
+  /**
+   * Where a version's bytes go: inline in the record, or (large ones) first
+   * to `data` under a fresh key nobody else knows, so the record is complete
+   * once visible.
+   */
+  const storageOf = (
+    record: MemoryRecord,
+    data: Uint8Array,
+    at: number,
+    timeout?: Duration.Duration,
+  ): Effect.Effect<Storage, StoreUnavailable> =>
+    data.length <= INLINE_MAX_BYTES
+      ? Effect.succeed({
+          _inline: Buffer.from(data.buffer, data.byteOffset, data.length).toString("base64"),
+        })
+      : Effect.map(putData(record, data, at, timeout), (key) => ({ _data: key }));
+
   const create = (record: MemoryRecord) =>
     serialized(record.address)(
       Effect.gen(function* () {
         const address = record.address;
         const at = yield* now;
-        // The bytes first, under a key nobody else knows: the record is complete once visible.
-        const dataKey = yield* putData(record, new Uint8Array(0), at);
-        const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
+        // No bytes yet: inline, so an allocation is one call.
+        const value = json({ ...record, _inline: "" } satisfies StoredMeta);
         const ttl = memberMillis(record.expireTime - at);
         const maxIdle = memberMaxIdle(record.maxIdleMs);
         const putIfAbsent = onMeta("putIfAbsent", (m) =>
@@ -241,12 +275,15 @@ export const makeEntryStore = (
               if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
               if (current !== null) {
                 yield* onMeta("evict", (m) => m.evict(address), yield* timeLeft);
-                yield* bestEffort(
-                  "deleting the bytes of an expired entry",
-                  Effect.flatMap(timeLeft, (timeout) =>
-                    onData("delete", (m) => m.delete(parse<StoredMeta>(current)._data), timeout),
-                  ),
-                );
+                const expiredKey = parse<StoredMeta>(current)._data;
+                if (expiredKey !== undefined) {
+                  yield* bestEffort(
+                    "deleting the bytes of an expired entry",
+                    Effect.flatMap(timeLeft, (timeout) =>
+                      onData("delete", (m) => m.delete(expiredKey), timeout),
+                    ),
+                  );
+                }
               }
               return yield* Effect.flatMap(timeLeft, (timeout) =>
                 onMeta("putIfAbsent", (m) => m.putIfAbsent(address, value, ttl, maxIdle), timeout),
@@ -254,12 +291,7 @@ export const makeEntryStore = (
             }),
           );
         }
-        if (existing === null) return true;
-        yield* bestEffort(
-          "deleting unused bytes",
-          onData("delete", (m) => m.delete(dataKey)),
-        );
-        return false;
+        return existing === null;
       }),
     );
 
@@ -296,15 +328,20 @@ export const makeEntryStore = (
             // The TTL still counts from allocation: only what remains of it.
             const ttl = memberMillis(record.expireTime - at);
             const maxIdle = memberMaxIdle(record.maxIdleMs);
-            const dataKey =
-              data === undefined ? stored._data : yield* putData(record, data, at, yield* timeLeft);
-            if (data === undefined) {
+            const oldKey = stored._data;
+            let storage: Storage;
+            if (data !== undefined) storage = yield* storageOf(record, data, at, yield* timeLeft);
+            else if (oldKey === undefined) storage = { _inline: stored._inline ?? "" };
+            else {
+              storage = { _data: oldKey };
               // The bytes stay; restart their max idle with the record's.
-              yield* onData("containsKey", (m) => m.containsKey(stored._data), yield* timeLeft);
+              yield* onData("containsKey", (m) => m.containsKey(oldKey), yield* timeLeft);
             }
-            const value = json({ ...record, _data: dataKey } satisfies StoredMeta);
+            const value = json({ ...record, ...storage } satisfies StoredMeta);
             yield* onMeta("set", (m) => m.set(address, value, ttl, maxIdle), yield* timeLeft);
-            return dataKey === stored._data ? { record } : { record, replaced: stored._data };
+            return oldKey === undefined || storage._data === oldKey
+              ? { record }
+              : { record, replaced: oldKey };
           }),
         (outcome) => outcome?.replaced,
       ),
@@ -342,10 +379,13 @@ export const makeEntryStore = (
         const old = yield* onMeta("remove", (m) => m.remove(address));
         if (old === null || typeof old === "boolean") return false;
         const stored = parse<StoredMeta>(old);
-        yield* bestEffort(
-          "deleting removed bytes",
-          onData("delete", (m) => m.delete(stored._data)),
-        );
+        const dataKey = stored._data;
+        if (dataKey !== undefined) {
+          yield* bestEffort(
+            "deleting removed bytes",
+            onData("delete", (m) => m.delete(dataKey)),
+          );
+        }
         // Past its TTL it was not there any more for callers.
         return (yield* now) < stored.expireTime;
       }),

@@ -118,7 +118,7 @@ export const makeExpiryWatch = ({ onMeta, onData }: Cluster) =>
           if (stored !== undefined) watchExpiry(stored, time);
         } else {
           expiryChecks.delete(address);
-          if (type === "expired" && stored !== undefined) dropBytes(stored._data);
+          if (type === "expired" && stored?._data !== undefined) dropBytes(stored._data);
         }
       },
       run: watchExisting.pipe(

@@ -31,12 +31,34 @@ export const asLong = (value: unknown): number => {
   return Number.isFinite(n) ? n : NO_LIMIT;
 };
 
-/** A record as stored in `meta`: the record's fields and the key of its bytes. */
-export type StoredMeta = MemoryRecord & { readonly _data: string };
+/**
+ * Bytes up to this size are kept in their record (base64, after the
+ * record's fields): a read is then the record's one `get`, and a write or
+ * an allocation has no second map to write. Larger ones go to `data`, so
+ * records stay small for queries and events.
+ */
+export const INLINE_MAX_BYTES = 4 * 1024;
+
+/**
+ * A record as stored in `meta`: the record's fields and its bytes, either
+ * inline (`_inline`, base64) or as the key of their entry in `data`
+ * (`_data`); never both.
+ */
+export type StoredMeta = MemoryRecord & {
+  readonly _data?: string;
+  readonly _inline?: string;
+};
 
 export const recordOf = (meta: StoredMeta): MemoryRecord => {
-  const { _data, ...record } = meta;
+  const { _data, _inline, ...record } = meta;
   return record;
+};
+
+/** The bytes of a record that keeps them inline (no `_data`). */
+export const inlineBytes = (meta: StoredMeta): Uint8Array => {
+  const bytes = Buffer.from(meta._inline ?? "", "base64");
+  // A plain Uint8Array, as every other read gives (a view, not a copy).
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
 };
 
 export const json = (value: unknown): HazelcastJsonValue =>
