@@ -22,11 +22,13 @@
 import { Code, ConnectError, createContextKey, type Interceptor } from "@connectrpc/connect";
 import {
   type Attributes,
+  INVALID_SPAN_CONTEXT,
   ROOT_CONTEXT,
   type Span,
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
+  trace,
 } from "@opentelemetry/api";
 import { onEnd } from "../server/interceptors.js";
 import type { TelemetryShape } from "./pipeline.js";
@@ -122,26 +124,41 @@ export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
       for (const { labels, n } of counts.values()) result.observe(n, labels);
     });
 
+  const attributesOf = (service: string, method: string, protocol: Protocol): Attributes => ({
+    "rpc.system": protocol === "connect" ? "connect_rpc" : "grpc",
+    "rpc.service": service,
+    "rpc.method": method,
+    "fo.rpc.protocol": protocol,
+  });
+
   const start: RpcTelemetry["start"] = (service, method, protocol, carrier, getter) => {
     const parent = telemetry.propagator.extract(ROOT_CONTEXT, carrier, getter);
-    const attributes: Attributes = {
-      "rpc.system": protocol === "connect" ? "connect_rpc" : "grpc",
-      "rpc.service": service,
-      "rpc.method": method,
-      "fo.rpc.protocol": protocol,
-    };
     const name = `${service}/${method}`;
-    const span = telemetry.tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent);
+    // With no span exported, a span would be built and dropped on every call: the call goes on
+    // in its caller's trace (logs and the next hop see that), as an unsampled hop does.
+    const span = telemetry.exportsSpans
+      ? telemetry.tracer.startSpan(
+          name,
+          { kind: SpanKind.SERVER, attributes: attributesOf(service, method, protocol) },
+          parent,
+        )
+      : trace.wrapSpanContext(trace.getSpanContext(parent) ?? INVALID_SPAN_CONTEXT);
     const started = performance.now();
     const finish = (code: number, message?: string) => {
-      span.setAttribute("rpc.grpc.status_code", code);
-      if (code !== OK)
-        span.setStatus({ code: SpanStatusCode.ERROR, message: `${Code[code]}: ${message ?? ""}` });
-      span.end();
+      if (span.isRecording()) {
+        span.setAttribute("rpc.grpc.status_code", code);
+        if (code !== OK)
+          span.setStatus({
+            code: SpanStatusCode.ERROR,
+            message: `${Code[code]}: ${message ?? ""}`,
+          });
+        span.end();
+      }
       const key = `${name}|${protocol}|${code}`;
       let count = counts.get(key);
       if (count === undefined) {
-        count = { labels: { ...attributes, "rpc.grpc.status_code": code }, n: 0 };
+        const labels = { ...attributesOf(service, method, protocol), "rpc.grpc.status_code": code };
+        count = { labels, n: 0 };
         counts.set(key, count);
       }
       count.n++;
