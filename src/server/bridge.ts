@@ -7,6 +7,7 @@
 import { randomUUID } from "node:crypto";
 import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
 import { makeExternalSpan } from "@effect/opentelemetry/Tracer";
+import { isSpanContextValid } from "@opentelemetry/api";
 import {
   Cause,
   Context,
@@ -33,8 +34,14 @@ import { principalKey } from "./auth.js";
 import { internalError, meshErrorToConnect } from "./errors.js";
 
 export interface Bridge<R> {
-  /** Runs a unary effect for a handler; failures become ConnectErrors via the error table. */
-  readonly unary: <A>(ctx: HandlerContext, effect: Effect.Effect<A, MeshError, R>) => Promise<A>;
+  /**
+   * Runs a unary effect for a handler; failures become ConnectErrors via the error table. An
+   * effect that completes synchronously answers (or throws) at once, else a promise does.
+   */
+  readonly unary: <A>(
+    ctx: HandlerContext,
+    effect: Effect.Effect<A, MeshError, R>,
+  ) => A | Promise<A>;
   /** Turns a stream into the async iterable a server-streaming handler returns. */
   readonly stream: <A>(
     ctx: HandlerContext,
@@ -93,12 +100,14 @@ const deadlineOf = (ctx: HandlerContext) => {
  * acquire/release step per value to every call.
  */
 const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.Runtime<R> => {
-  const span = ctx.values.get(rpcSpanKey);
+  const span = ctx.values.get(rpcSpanKey)?.spanContext();
   const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[FiberId.none, value]]] as const;
   return Runtime.make({
-    context: span
-      ? Context.add(runtime.context, Tracer.ParentSpan, makeExternalSpan(span.spanContext()))
-      : runtime.context,
+    // A call in no trace has no parent to give (and the context is not copied for nothing).
+    context:
+      span !== undefined && isSpanContextValid(span)
+        ? Context.add(runtime.context, Tracer.ParentSpan, makeExternalSpan(span))
+        : runtime.context,
     runtimeFlags: runtime.runtimeFlags,
     fiberRefs: FiberRefs.updateManyAs(runtime.fiberRefs, {
       entries: [
@@ -132,12 +141,29 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
   };
 
   return {
-    unary: async (ctx, effect) => {
-      const exit = await Runtime.runPromiseExit(callRuntime(runtime, ctx))(effect, {
-        signal: ctx.signal,
+    unary: (ctx, effect) => {
+      const fiber = Runtime.runFork(callRuntime(runtime, ctx))(effect);
+      const settle = <A>(exit: Exit.Exit<A, MeshError>) => {
+        if (Exit.isSuccess(exit)) return exit.value;
+        throw toConnectError(exit.cause, ctx);
+      };
+      // Most calls on the embedded backends finish in the fork itself: their answer goes back
+      // with no promise, and no listener on the call's signal.
+      const exit = fiber.unsafePoll();
+      if (exit !== null) return settle(exit);
+      return new Promise((resolve, reject) => {
+        const interrupt = () => fiber.unsafeInterruptAsFork(FiberId.none);
+        if (ctx.signal.aborted) interrupt();
+        else ctx.signal.addEventListener("abort", interrupt, { once: true });
+        fiber.addObserver((exit) => {
+          ctx.signal.removeEventListener("abort", interrupt);
+          try {
+            resolve(settle(exit));
+          } catch (e) {
+            reject(e);
+          }
+        });
       });
-      if (Exit.isSuccess(exit)) return exit.value;
-      throw toConnectError(exit.cause, ctx);
     },
     stream: (ctx, stream) =>
       stream.pipe(

@@ -291,12 +291,18 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           });
           if (started === undefined) return;
           const { ctx, finish, failed } = started;
-          Promise.resolve()
-            .then(() => run(decode(method.input, call.request), ctx))
-            .then((answer) => {
-              callback(null, encode(method, answer));
-              finish(OK);
-            }, failed);
+          const answer = (message: unknown) => {
+            callback(null, encode(method, message));
+            finish(OK);
+          };
+          // An implementation that answers at once is answered in this turn, with no promise.
+          try {
+            const result = run(decode(method.input, call.request), ctx);
+            if (result instanceof Promise) result.then(answer).catch(failed);
+            else answer(result);
+          } catch (e) {
+            failed(e);
+          }
         };
       case "server_streaming":
         return (call: grpc.ServerWritableStream<Buffer, Buffer>) => {
