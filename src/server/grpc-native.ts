@@ -83,12 +83,13 @@ const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffs
 /**
  * The HandlerContext the implementations get, built directly: connect's
  * createHandlerContext adds a deadline timer and linked signals per call,
- * which grpc-js's own deadline handling makes unneeded here.
+ * which grpc-js's own deadline handling makes unneeded here. The signal is
+ * made when first read (`signal`).
  */
 const context = (
   method: DescMethod,
   metadata: grpc.Metadata,
-  signal: AbortSignal,
+  signal: () => AbortSignal,
   deadlineMs: number,
   caller: {
     peer: string;
@@ -106,7 +107,9 @@ const context = (
     protocolName: "grpc",
     requestMethod: "POST",
     url: `/${method.parent.typeName}/${method.name}`,
-    signal,
+    get signal() {
+      return signal();
+    },
     timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
     // Copied out of the metadata on first read.
     get requestHeader() {
@@ -226,18 +229,27 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     // as when the client leaves: one signal covers both, with no timer of our own.
     const deadline = call.getDeadline();
     const deadlineMs = deadline instanceof Date ? deadline.getTime() : deadline;
-    const cancelled = new AbortController();
+    // Made when first asked for: a call answered at once never needs one.
+    let cancelled: AbortController | undefined;
+    let reason: ConnectError | undefined;
+    const signal = () => {
+      if (cancelled === undefined) {
+        cancelled = new AbortController();
+        if (reason !== undefined) cancelled.abort(reason);
+      }
+      return cancelled.signal;
+    };
     // grpc-js reports every call cancelled once its status is out: only one not yet over was.
     call.once("cancelled", () => {
       if (done) return;
-      const error =
+      reason =
         Date.now() >= deadlineMs
           ? new ConnectError("the deadline passed", Code.DeadlineExceeded)
           : new ConnectError("the client cancelled the call", Code.Canceled);
-      cancelled.abort(error);
-      finishWith(error);
+      cancelled?.abort(reason);
+      finishWith(reason);
     });
-    const ctx = context(method, call.metadata, cancelled.signal, deadlineMs, {
+    const ctx = context(method, call.metadata, signal, deadlineMs, {
       peer,
       certificate,
       principal: admission.principal,
@@ -245,7 +257,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     });
     /** The error a throw becomes, reported and sent once. */
     const failed = (e: unknown) =>
-      fail(callError(info, e, cancelled.signal.aborted, reportDefect), finishWith);
+      fail(callError(info, e, reason !== undefined, reportDefect), finishWith);
     return { ctx, finish, failed };
   };
 
