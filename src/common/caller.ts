@@ -39,6 +39,15 @@ export const CurrentAuthorization: FiberRef.FiberRef<string | undefined> = Fiber
 >(undefined);
 
 /**
+ * The caller's `authorization` header, for a transport that has it without
+ * building `Headers` (native gRPC reads it from the metadata); `null`: not
+ * given here, read the call's request headers.
+ */
+export const authorizationKey = createContextKey<string | undefined | null>(null, {
+  description: "the caller's authorization header",
+});
+
+/**
  * The header a mesh node passes its caller's principal on in when it
  * forwards a call (mTLS callers have no credential header to pass on). The
  * receiving node takes it only from its trusted forwarders (server/auth.ts).

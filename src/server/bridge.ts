@@ -22,6 +22,7 @@ import {
   Tracer,
 } from "effect";
 import {
+  authorizationKey,
   CurrentAuthorization,
   CurrentClient,
   CurrentDeadline,
@@ -86,6 +87,11 @@ const clientOf = (ctx: HandlerContext) => {
   return principal === undefined ? ctx.values.get(peerKey) : `principal:${principal}`;
 };
 
+const authorizationOf = (ctx: HandlerContext) => {
+  const given = ctx.values.get(authorizationKey);
+  return given !== null ? given : (ctx.requestHeader.get("authorization") ?? undefined);
+};
+
 const deadlineOf = (ctx: HandlerContext) => {
   const left = ctx.timeoutMs();
   return left === undefined ? undefined : Date.now() + left;
@@ -113,7 +119,7 @@ const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runti
       entries: [
         set(CurrentClient, clientOf(ctx)),
         set(CurrentPrincipal, ctx.values.get(principalKey)),
-        set(CurrentAuthorization, ctx.requestHeader.get("authorization") ?? undefined),
+        set(CurrentAuthorization, authorizationOf(ctx)),
         set(CurrentDeadline, deadlineOf(ctx)),
       ],
     }),

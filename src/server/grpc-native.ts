@@ -21,11 +21,17 @@ import {
   type MessageShape,
   toBinary,
 } from "@bufbuild/protobuf";
-import { Code, ConnectError, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  createContextValues,
+  type HandlerContext,
+} from "@connectrpc/connect";
 import { setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import * as grpc from "@grpc/grpc-js";
-import type { Span, TextMapGetter } from "@opentelemetry/api";
-import { peerKey } from "../common/caller.js";
+import type { TextMapGetter } from "@opentelemetry/api";
+import { authorizationKey, peerKey } from "../common/caller.js";
 import { OK, rpcSpanKey } from "../telemetry/rpc.js";
 import { certificateKey, principalKey } from "./auth.js";
 import type { Listening } from "./http.js";
@@ -83,55 +89,60 @@ const asBuffer = (bytes: Uint8Array) => Buffer.from(bytes.buffer, bytes.byteOffs
 /**
  * The HandlerContext the implementations get, built directly: connect's
  * createHandlerContext adds a deadline timer and linked signals per call,
- * which grpc-js's own deadline handling makes unneeded here. The signal is
- * made when first read (`signal`).
+ * which grpc-js's own deadline handling makes unneeded here. What few calls
+ * read is made when first read: the signal, the request headers (copied out
+ * of the metadata), the URL.
  */
-const context = (
-  method: DescMethod,
-  metadata: grpc.Metadata,
-  signal: () => AbortSignal,
-  deadlineMs: number,
-  caller: {
-    peer: string;
-    certificate: string | undefined;
-    principal: string | undefined;
-    span: Span;
-  },
-): HandlerContext => {
-  let requestHeader: Headers | undefined;
-  let responseHeader: Headers | undefined;
-  let responseTrailer: Headers | undefined;
-  return {
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `/${method.parent.typeName}/${method.name}`,
-    get signal() {
-      return signal();
-    },
-    timeoutMs: () => (Number.isFinite(deadlineMs) ? deadlineMs - Date.now() : undefined),
-    // Copied out of the metadata on first read.
-    get requestHeader() {
-      requestHeader ??= headersOf(metadata);
-      return requestHeader;
-    },
-    // Not sent on this path: no implementation sets them.
-    get responseHeader() {
-      responseHeader ??= new Headers();
-      return responseHeader;
-    },
-    get responseTrailer() {
-      responseTrailer ??= new Headers();
-      return responseTrailer;
-    },
-    values: createContextValues()
-      .set(peerKey, caller.peer)
-      .set(certificateKey, caller.certificate)
-      .set(principalKey, caller.principal)
-      .set(rpcSpanKey, caller.span),
-  };
-};
+class NativeContext implements HandlerContext {
+  readonly protocolName = "grpc";
+  readonly requestMethod = "POST";
+  readonly method: DescMethod;
+  readonly values: ContextValues;
+  readonly #metadata: grpc.Metadata;
+  readonly #signal: () => AbortSignal;
+  readonly #deadlineMs: number;
+  #requestHeader: Headers | undefined;
+  #responseHeader: Headers | undefined;
+  #responseTrailer: Headers | undefined;
+
+  constructor(
+    method: DescMethod,
+    metadata: grpc.Metadata,
+    signal: () => AbortSignal,
+    deadlineMs: number,
+    values: ContextValues,
+  ) {
+    this.method = method;
+    this.#metadata = metadata;
+    this.#signal = signal;
+    this.#deadlineMs = deadlineMs;
+    this.values = values;
+  }
+  get service() {
+    return this.method.parent;
+  }
+  get url() {
+    return `/${this.method.parent.typeName}/${this.method.name}`;
+  }
+  get signal() {
+    return this.#signal();
+  }
+  readonly timeoutMs = () =>
+    Number.isFinite(this.#deadlineMs) ? this.#deadlineMs - Date.now() : undefined;
+  get requestHeader() {
+    this.#requestHeader ??= headersOf(this.#metadata);
+    return this.#requestHeader;
+  }
+  // Not sent on this path: no implementation sets them.
+  get responseHeader() {
+    this.#responseHeader ??= new Headers();
+    return this.#responseHeader;
+  }
+  get responseTrailer() {
+    this.#responseTrailer ??= new Headers();
+    return this.#responseTrailer;
+  }
+}
 
 type Call = grpc.ServerUnaryCall<Buffer, Buffer> & grpc.ServerWritableStream<Buffer, Buffer>;
 
@@ -208,6 +219,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     );
     const certificate = secure ? certificateName(call) : undefined;
     const peer = call.getPeer();
+    const header = headerOf(call.metadata);
     let admission: Admission | undefined;
     let done = false;
     calls.begin();
@@ -220,7 +232,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     };
     const finishWith = (error: ConnectError) => finish(error.code, error.rawMessage);
     try {
-      admission = policy.admit({ method, header: headerOf(call.metadata), certificate, peer });
+      admission = policy.admit({ method, header, certificate, peer });
     } catch (e) {
       fail(callError(info, e, false, reportDefect), finishWith);
       return undefined;
@@ -249,12 +261,18 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       cancelled?.abort(reason);
       finishWith(reason);
     });
-    const ctx = context(method, call.metadata, signal, deadlineMs, {
-      peer,
-      certificate,
-      principal: admission.principal,
-      span: observed.span,
-    });
+    const ctx = new NativeContext(
+      method,
+      call.metadata,
+      signal,
+      deadlineMs,
+      createContextValues()
+        .set(peerKey, peer)
+        .set(certificateKey, certificate)
+        .set(principalKey, admission.principal)
+        .set(authorizationKey, header("authorization") ?? undefined)
+        .set(rpcSpanKey, observed.span),
+    );
     /** The error a throw becomes, reported and sent once. */
     const failed = (e: unknown) =>
       fail(callError(info, e, reason !== undefined, reportDefect), finishWith);
