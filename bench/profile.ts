@@ -5,13 +5,19 @@
  * function. Samples outside the load's window (start-up, shutdown) are left
  * out; both clocks are CLOCK_MONOTONIC.
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { SourceMap } from "node:module";
+import { fileURLToPath } from "node:url";
+
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+  columnNumber: number;
+}
 
 interface CpuProfile {
-  nodes: Array<{
-    id: number;
-    callFrame: { functionName: string; url: string; lineNumber: number };
-  }>;
+  nodes: Array<{ id: number; callFrame: CallFrame }>;
   startTime: number;
   samples: number[];
   timeDeltas: number[];
@@ -48,13 +54,43 @@ const area = (functionName: string, url: string): string => {
 const where = (url: string, line: number) =>
   `${url.replace(/^.*node_modules\//, "").replace(/^file:\/\/.*?\/(src|gen|bench)\//, "$1/")}:${line + 1}`;
 
+/**
+ * The frame as its source has it, for bundled code with a source map next to
+ * it (the mesh runs `dist/mesh/main.js`, scripts/build-mesh.ts).
+ */
+const sourceFrames = () => {
+  const maps = new Map<string, SourceMap | undefined>();
+  const mapOf = (url: string) => {
+    if (!maps.has(url)) {
+      const file = `${fileURLToPath(url)}.map`;
+      maps.set(
+        url,
+        existsSync(file) ? new SourceMap(JSON.parse(readFileSync(file, "utf8"))) : undefined,
+      );
+    }
+    return maps.get(url);
+  };
+  return (frame: CallFrame): CallFrame => {
+    if (!frame.url.startsWith("file:") || frame.url.includes("/node_modules/")) return frame;
+    const entry = mapOf(frame.url)?.findEntry(frame.lineNumber, frame.columnNumber);
+    if (entry === undefined || !("originalSource" in entry)) return frame;
+    return {
+      functionName: frame.functionName,
+      url: new URL(entry.originalSource, frame.url).href,
+      lineNumber: entry.originalLine,
+      columnNumber: entry.originalColumn,
+    };
+  };
+};
+
 export const summarizeProfile = (
   file: string,
   window: readonly [number, number],
   top = 15,
 ): ProfileSummary => {
   const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
-  const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]));
+  const source = sourceFrames();
+  const byId = new Map(profile.nodes.map((n) => [n.id, source(n.callFrame)]));
   const areas = new Map<string, number>();
   const functions = new Map<string, number>();
   let time = profile.startTime;

@@ -14,6 +14,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
+import { buildMesh } from "../scripts/build-mesh.js";
 
 export interface Server {
   /** Where gRPC (h2c) goes. */
@@ -97,16 +98,12 @@ const spawnServer = async (
  * bundling it at start-up only costs CPU. With `profileDir`, V8 writes the
  * process's CPU profile there when it exits.
  */
-export const startMesh = (env: Record<string, string> = {}, profileDir?: string) => {
+export const startMesh = async (env: Record<string, string> = {}, profileDir?: string) => {
+  const bundle = await buildMesh();
   const dataDir = mkdtempSync(join(tmpdir(), "fo-bench-"));
   return spawnServer(
     "mesh",
-    [
-      ...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]),
-      "--import",
-      "tsx",
-      "src/main.ts",
-    ],
+    [...(profileDir === undefined ? [] : ["--cpu-prof", `--cpu-prof-dir=${profileDir}`]), bundle],
     { FO_PORT: "0", FO_DATA_DIR: dataDir, FO_CONSOLE: "false", ...env },
     () => rmSync(dataDir, { recursive: true, force: true }),
   );

@@ -81,7 +81,7 @@ const heapProbe = fileURLToPath(new URL("./heap-probe.cjs", import.meta.url));
 const MIB = 1024 * 1024;
 const mib = (bytes: number) => Math.round((bytes / MIB) * 10) / 10;
 
-/** Spawns `src/main.ts` as `npm start` does, with `env`, on a data directory of its own. */
+/** Spawns the mesh as `npm start` does (test/support/process.ts), with `env`, on a data directory of its own. */
 export const startMesh = async (env: Record<string, string>): Promise<Mesh> => {
   const dataDir = await mkdtemp(join(tmpdir(), "fo-faults-mesh-"));
   const process_ = await spawnMesh({
