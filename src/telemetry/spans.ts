@@ -9,7 +9,7 @@
  * values and anything else are left as they are.
  */
 import * as OtelTracing from "@effect/opentelemetry/Tracer";
-import { Effect, Layer, Option } from "effect";
+import { Effect, Layer, Option, Tracer } from "effect";
 import { Telemetry } from "./pipeline.js";
 
 const isPlainObject = (value: unknown): value is object =>
@@ -60,18 +60,24 @@ export const traceBackend = <T extends object>(
 
 /**
  * Effect spans (`Effect.withSpan`, e.g. the backend calls above) are
- * recorded through the mesh's tracer, by `@effect/opentelemetry`, which also
- * makes the current span OpenTelemetry's active context for every step a
- * fiber runs (so the grpc-js instrumentation of forwarded calls continues
- * the trace). When no span is exported that is work for no one, and it is
- * left out: the relay still passes the caller's trace context on itself.
+ * recorded through the mesh's tracer, by `@effect/opentelemetry`, when spans
+ * are exported. Its tracer also makes the current span OpenTelemetry's
+ * active context for every step a fiber runs, a context switch per step
+ * that was a tenth of a traced call's CPU; nothing here reads the active
+ * context unasked (the client passes a served call's span on to the calls
+ * it forwards itself: client/service-client.ts), so that part is left out.
+ * When no span is exported, none of it is installed.
  */
 export const effectSpans = Layer.unwrapEffect(
   Effect.map(Telemetry, ({ tracer, exportsSpans }) =>
     exportsSpans
-      ? OtelTracing.layerWithoutOtelTracer.pipe(
-          Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)),
-        )
+      ? Layer.unwrapEffect(
+          Effect.map(OtelTracing.make, (otel) =>
+            Layer.setTracer(
+              Tracer.make({ span: (...args) => otel.span(...args), context: (f) => f() }),
+            ),
+          ),
+        ).pipe(Layer.provide(Layer.succeed(OtelTracing.OtelTracer, tracer)))
       : Layer.empty,
   ),
 );
