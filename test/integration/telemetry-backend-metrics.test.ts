@@ -15,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { DataStoreService } from "../../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { MemoryManagerService } from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { defaultConfig, MeshConfig } from "../../src/config.js";
+import { INLINE_MAX_BYTES } from "../../src/memory/hazelcast/stored.js";
 import { HazelcastMemoryStore } from "../../src/memory/hazelcast.js";
 import { MemoryManager } from "../../src/memory/MemoryManager.js";
 import { Telemetry, telemetryLayer } from "../../src/telemetry/pipeline.js";
@@ -50,6 +51,9 @@ const gauge = (exposition: string, name: string, by: string): Record<string, num
   }
   return samples;
 };
+
+/** Bytes above the record's inline limit (src/memory/hazelcast/stored.ts): stored in `data`. */
+const LARGE = new Uint8Array(INLINE_MAX_BYTES + 1);
 
 const exec = (tag: string) => `EXEC-${tag}-${randomBytes(4).toString("hex")}`;
 const address = (executionId: string, i: number) => ({
@@ -129,6 +133,8 @@ describe("memory.map.entries on Hazelcast", () => {
     const n = 12;
     for (let i = 0; i < n; i++) {
       await memory.allocate({ address: address(executionId, i), owner: "metrics-test" });
+      // Bytes above the inline limit have an entry of their own in `data`.
+      await memory.write({ address: address(executionId, i), owner: "metrics-test", data: LARGE });
     }
     // The maps are shared with other tests: at least this test's entries are there.
     const maps = await poll("the map sizes on /metrics", async () => {
@@ -194,7 +200,15 @@ describe("memory.map.entries on Hazelcast", () => {
       await runtime.runPromise(
         Effect.forEach(
           Array.from({ length: n }, (_, i) => i),
-          (i) => call("allocate", { address: address(executionId, i), owner: "metrics-test" }),
+          (i) =>
+            Effect.zipRight(
+              call("allocate", { address: address(executionId, i), owner: "metrics-test" }),
+              call("write", {
+                address: address(executionId, i),
+                owner: "metrics-test",
+                data: LARGE,
+              }),
+            ),
           { concurrency: 5, discard: true },
         ),
       );
