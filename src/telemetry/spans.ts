@@ -63,7 +63,7 @@ export const traceBackend = <T extends object>(
  * recorded through the mesh's tracer, by `@effect/opentelemetry`, when spans
  * are exported. Its tracer also makes the current span OpenTelemetry's
  * active context for every step a fiber runs, a context switch per step
- * that was a tenth of a traced call's CPU; nothing here reads the active
+ * (about 3 % of a traced call's CPU); nothing here reads the active
  * context unasked (the client passes a served call's span on to the calls
  * it forwards itself: client/service-client.ts), so that part is left out.
  * When no span is exported, none of it is installed.
