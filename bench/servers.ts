@@ -14,7 +14,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { buildMesh } from "../scripts/build-mesh.js";
+import { meshBuiltOnce } from "../scripts/build-mesh.js";
 
 export interface Server {
   /** Where gRPC (h2c) goes. */
@@ -99,7 +99,7 @@ const spawnServer = async (
  * process's CPU profile there when it exits.
  */
 export const startMesh = async (env: Record<string, string> = {}, profileDir?: string) => {
-  const bundle = await buildMesh();
+  const bundle = await meshBuiltOnce();
   const dataDir = mkdtempSync(join(tmpdir(), "fo-bench-"));
   return spawnServer(
     "mesh",

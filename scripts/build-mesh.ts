@@ -50,6 +50,13 @@ export async function buildMesh(): Promise<string> {
   return meshBundle;
 }
 
+let built: Promise<string> | undefined;
+/** `buildMesh` once per process: tests and benchmarks start many meshes from the same sources. */
+export const meshBuiltOnce = (): Promise<string> => {
+  built ??= buildMesh();
+  return built;
+};
+
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
   await buildMesh();
 }

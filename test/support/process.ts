@@ -5,7 +5,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
-import { buildMesh } from "../../scripts/build-mesh.js";
+import { meshBuiltOnce } from "../../scripts/build-mesh.js";
 
 export interface MeshProcess {
   readonly child: ChildProcess;
@@ -18,16 +18,9 @@ export interface MeshProcess {
   readonly exited: Promise<number | null>;
 }
 
-/** The bundle `npm start` runs, built once per test process from the sources as they are. */
-let built: Promise<string> | undefined;
-const bundle = () => {
-  built ??= buildMesh();
-  return built;
-};
-
 /** As `npm start` runs it: one node process, so signals reach the mesh directly. */
 export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshProcess> => {
-  const child = spawn(process.execPath, [await bundle()], {
+  const child = spawn(process.execPath, [await meshBuiltOnce()], {
     env: {
       ...process.env,
       FO_PORT: "0",
@@ -53,7 +46,9 @@ export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshP
 
 /** Runs the mesh expecting it to stop by itself; returns its exit code and stderr. */
 export const runMeshToExit = async (env: Record<string, string>) => {
-  const child = spawn(process.execPath, [await bundle()], { env: { ...process.env, ...env } });
+  const child = spawn(process.execPath, [await meshBuiltOnce()], {
+    env: { ...process.env, ...env },
+  });
   let stderr = "";
   child.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   const [code] = await once(child, "exit");
