@@ -12,8 +12,11 @@
  *
  * Every method runs as one synchronous step (checks and changes never
  * interleave, so `update` is a true compare-and-set; `modify` runs its
- * change inside the step) under a mutex that also covers publishing its
- * events, so events reach subscribers in the order the changes happened.
+ * change inside the step), and its events are published within it, so
+ * events reach subscribers in the order the changes happened. A `modify`,
+ * whose change is an effect, holds a mutex until its events are out; the
+ * steps that come meanwhile queue behind it, the others (nearly all) run
+ * at once without taking it.
  * The event buffer is sliding: a subscriber that falls more than
  * `EVENT_BUFFER` events behind loses the oldest ones instead of growing
  * memory without bound.
@@ -115,32 +118,66 @@ export const EmbeddedMemoryStore = {
         type Emit = (type: StoreEvent["type"], address: string, record: MemoryRecord) => void;
 
         /**
-         * One synchronous step at the current time, then its events
-         * published, under the mutex and uninterruptibly: no change is ever
-         * left without its event.
+         * Fibers holding or waiting for the mutex. Only a `stepWith` (whose
+         * change is an effect) and the steps that queue behind one take it:
+         * a step is one synchronous block, its change and the publishing of
+         * its events included, so while nobody holds the mutex it runs at
+         * once, and no other step or change can come between.
          */
-        const step = <A>(f: (now: number, emit: Emit) => A): Effect.Effect<A, StoreUnavailable> =>
-          mutex.withPermits(1)(
-            Effect.uninterruptible(
-              Effect.suspend(() => {
-                if (state.closed) return Effect.fail(closedError());
-                const now = clock.unsafeCurrentTimeMillis();
-                const events: StoreEvent[] = [];
-                const result = f(now, (type, address, record) =>
-                  events.push({ type, address, record, time: now }),
-                );
-                return events.length === 0
-                  ? Effect.succeed(result)
-                  : Effect.as(PubSub.publishAll(pubsub, events), result);
+        let locking = 0;
+        const locked = <A, E>(effect: Effect.Effect<A, E>): Effect.Effect<A, E> =>
+          Effect.acquireUseRelease(
+            Effect.sync(() => {
+              locking++;
+            }),
+            () => mutex.withPermits(1)(effect),
+            () =>
+              Effect.sync(() => {
+                locking--;
               }),
-            ),
+          );
+
+        /** The events of the step under way: steps never overlap, each is one synchronous block. */
+        let stepEvents: StoreEvent[] = [];
+        let stepTime = 0;
+        const emitStep: Emit = (type, address, record) => {
+          stepEvents.push({ type, address, record, time: stepTime });
+        };
+
+        /**
+         * `f` at the current time, then its events published, in one
+         * synchronous block: nothing can interrupt it or run in between, so
+         * no change is ever left without its event. Publishing to a sliding
+         * PubSub never waits, and the PubSub is shut down only after `closed`
+         * is set.
+         */
+        const runStep = <A>(
+          f: (now: number, emit: Emit) => A,
+        ): Effect.Effect<A, StoreUnavailable> => {
+          if (state.closed) return Effect.fail(closedError());
+          // A step that threw (a defect) leaves its events unpublished, as its change unfinished.
+          if (stepEvents.length > 0) stepEvents = [];
+          stepTime = clock.unsafeCurrentTimeMillis();
+          const result = f(stepTime, emitStep);
+          if (stepEvents.length > 0) {
+            const events = stepEvents;
+            stepEvents = [];
+            Effect.runSync(PubSub.publishAll(pubsub, events));
+          }
+          return Effect.succeed(result);
+        };
+
+        /** One synchronous step at the current time, with its events; behind a `stepWith` under way. */
+        const step = <A>(f: (now: number, emit: Emit) => A): Effect.Effect<A, StoreUnavailable> =>
+          Effect.suspend(() =>
+            locking === 0 ? runStep(f) : locked(Effect.suspend(() => runStep(f))),
           );
 
         /** `step` around an effect (a `modify`'s change): its events are published however it ends. */
         const stepWith = <A, E>(
           f: (now: number, emit: Emit) => Effect.Effect<A, E>,
         ): Effect.Effect<A, E | StoreUnavailable> =>
-          mutex.withPermits(1)(
+          locked(
             Effect.uninterruptible(
               Effect.suspend((): Effect.Effect<A, E | StoreUnavailable> => {
                 if (state.closed) return Effect.fail(closedError());

@@ -4,7 +4,7 @@
  * isolation is enforced here when a request names the branch it acts for.
  */
 import { durationMs } from "@bufbuild/protobuf/wkt";
-import { Effect, Option, Ref } from "effect";
+import { Effect, Option } from "effect";
 import type {
   AllocateRequest,
   BatchReadRequest,
@@ -79,8 +79,9 @@ export const makeMemory = (
     branchPath: string,
   ) => Effect.Effect<void, FailedPrecondition | import("./store.js").StoreUnavailable>,
 ) => {
-  const hits = Ref.unsafeMake(0);
-  const misses = Ref.unsafeMake(0);
+  /** Reads that found their address, and that did not. */
+  let hits = 0;
+  let misses = 0;
   const now = Effect.clockWith((c) => c.currentTimeMillis);
 
   /** Isolation: a branch writes only its own addresses. */
@@ -255,31 +256,44 @@ export const makeMemory = (
       }),
     );
 
-  const readOne = (a: Address) =>
-    Effect.gen(function* () {
-      const found = yield* store.read(formatAddress(a));
-      yield* Ref.update(Option.isSome(found) ? hits : misses, (n) => n + 1);
+  /** The store's read of an address, counted as a hit or a miss. */
+  const readAddress = (address: string) =>
+    Effect.map(store.read(address), (found) => {
+      if (Option.isSome(found)) hits++;
+      else misses++;
       return found;
     });
+
+  const readOne = (a: Address) => readAddress(formatAddress(a));
 
   /** `readOne` of many, with the store's bulk read. */
   const readMany = (addresses: ReadonlyArray<Address>) =>
     Effect.gen(function* () {
       const found = yield* store.readMany(addresses.map(formatAddress));
       const hit = found.filter(Option.isSome).length;
-      yield* Ref.update(hits, (n) => n + hit);
-      yield* Ref.update(misses, (n) => n + found.length - hit);
+      hits += hit;
+      misses += found.length - hit;
       return found;
     });
 
+  // The busiest call: plain combinators, fewer steps and allocations per read than a generator.
   const read = (req: ReadRequest) =>
     unavailable(
-      Effect.gen(function* () {
-        const a = yield* resolveRef("address", req.address);
-        yield* mayRead(req.actingBranch, a);
-        const found = yield* readOne(a);
-        if (Option.isNone(found)) return yield* Effect.fail(notFound(formatAddress(a)));
-        return { data: found.value.data, entry: toEntry(found.value.entry, yield* now) };
+      Effect.flatMap(resolveRef("address", req.address), (a) => {
+        const address = formatAddress(a);
+        const found = Effect.flatMap(readAddress(address), (found) =>
+          Option.isNone(found)
+            ? Effect.fail(notFound(address))
+            : Effect.clockWith((clock) =>
+                Effect.succeed({
+                  data: found.value.data,
+                  entry: toEntry(found.value.entry, clock.unsafeCurrentTimeMillis()),
+                }),
+              ),
+        );
+        return req.actingBranch === ""
+          ? found
+          : Effect.zipRight(mayRead(req.actingBranch, a), found);
       }),
     );
 
@@ -434,8 +448,8 @@ export const makeMemory = (
           entries: BigInt(total.entries),
           bytes: BigInt(total.bytes),
           executions,
-          hits: BigInt(yield* Ref.get(hits)),
-          misses: BigInt(yield* Ref.get(misses)),
+          hits: BigInt(hits),
+          misses: BigInt(misses),
         };
       }),
     );
