@@ -1,8 +1,13 @@
 /**
- * kafkajs' record decoder, as patched in `patches/` (headers filled into
- * one object instead of a spread copy per header), still reads headers as
- * kafkajs documents them: a name given once is a Buffer, a name given more
- * than once an array in record order; and the mesh reads the last of them.
+ * kafkajs as patched in `patches/`:
+ * - the record decoder fills headers into one object instead of a spread
+ *   copy per header, and still reads them as kafkajs documents them: a name
+ *   given once is a Buffer, a name given more than once an array in record
+ *   order; the mesh reads the last of them;
+ * - the encoder writes varints straight into its buffer and does not
+ *   zero-fill it, and still writes the bytes the original code wrote;
+ * - the producer groups a send's messages by partition in one pass, each
+ *   partition's in send order.
  */
 import { createRequire } from "node:module";
 import { describe, expect, it } from "@effect/vitest";
@@ -18,7 +23,37 @@ const Encoder = require("kafkajs/src/protocol/recordBatch/record/v0/index.js") a
 }) => Codec;
 const Decoder = require("kafkajs/src/protocol/decoder.js") as new (
   buffer: Buffer,
-) => { readVarIntBytes(): Buffer };
+) => { readVarIntBytes(): Buffer; readVarInt(): number; readInt32(): number };
+const groupMessagesPerPartition =
+  require("kafkajs/src/producer/groupMessagesPerPartition.js") as (args: {
+    topic: string;
+    partitionMetadata: unknown[];
+    messages: Array<{ key: string }>;
+    partitioner: (args: { message: { key: string } }) => number;
+  }) => Record<number, Array<{ key: string }>>;
+const WireEncoder = require("kafkajs/src/protocol/encoder.js") as {
+  new (
+    initialSize?: number,
+  ): {
+    writeVarInt(value: number): unknown;
+    writeInt32(value: number): unknown;
+    writeVarIntString(value: string): unknown;
+    readonly buffer: Buffer;
+  };
+  encodeZigZag(value: number): number;
+};
+
+/** kafkajs 2.2.4's own unsigned varint, unpatched: the bytes the patched one must write. */
+const originalUVarInt = (value: number): number[] => {
+  const bytes: number[] = [];
+  let v = value;
+  while ((v & 0xffffff80) !== 0) {
+    bytes.push((v & 0x7f) | 0x80);
+    v >>>= 7;
+  }
+  bytes.push(v & 0x7f);
+  return bytes;
+};
 const RecordDecoder = require("kafkajs/src/protocol/recordBatch/record/v0/decoder.js") as (
   decoder: unknown,
   context: Record<string, unknown>,
@@ -65,5 +100,67 @@ describe("kafkajs record headers (patched decoder)", () => {
     const record = fromMessage("t", 0, roundTrip({ ce_type: ["Old", "New"], tag: "a" }));
     expect(record.headers).toMatchObject({ ce_type: "New", tag: "a" });
     expect(record.key).toBe("k");
+  });
+});
+
+describe("kafkajs encoder (patched)", () => {
+  const edges = [0, 1, -1, 63, -64, 64, -65, 127, 128, 8191, 8192, 2 ** 20, -(2 ** 20)];
+  const values = [...edges, 2 ** 31 - 1, -(2 ** 31), ...edges.map((v) => v * 1000 + 7)];
+
+  it("writes the varints the original wrote, and reads them back", () => {
+    for (const value of values) {
+      const encoder = new WireEncoder(1); // tiny: every write has to grow it
+      encoder.writeInt32(0x01020304);
+      encoder.writeVarInt(value);
+      encoder.writeVarIntString("after");
+      const expected = [
+        1,
+        2,
+        3,
+        4,
+        ...originalUVarInt(WireEncoder.encodeZigZag(value)),
+        ...originalUVarInt(WireEncoder.encodeZigZag(5)),
+        ...Buffer.from("after"),
+      ];
+      expect([...encoder.buffer], `value ${value}`).toEqual(expected);
+      const decoder = new Decoder(encoder.buffer);
+      expect(decoder.readInt32()).toBe(0x01020304);
+      expect(decoder.readVarInt()).toBe(value);
+    }
+  });
+
+  it("hands out only the bytes written, whatever the buffer held before", () => {
+    // Fill the pool the unfilled buffers come from with garbage first.
+    for (let i = 0; i < 64; i++) Buffer.allocUnsafe(100).fill(0xee);
+    const encoder = new WireEncoder();
+    encoder.writeVarInt(3);
+    expect([...encoder.buffer]).toEqual([6]);
+    const message = roundTrip({ ce_id: "1" });
+    expect(String(message.headers?.ce_id)).toBe("1");
+  });
+});
+
+describe("kafkajs producer grouping (patched)", () => {
+  it("keeps each partition's messages in send order", () => {
+    const messages = Array.from({ length: 10 }, (_, i) => ({ key: `k${i}` }));
+    const grouped = groupMessagesPerPartition({
+      topic: "t",
+      partitionMetadata: [{}, {}, {}],
+      messages,
+      partitioner: ({ message }) => Number(message.key.slice(1)) % 3,
+    });
+    expect(grouped).toEqual({
+      0: [messages[0], messages[3], messages[6], messages[9]],
+      1: [messages[1], messages[4], messages[7]],
+      2: [messages[2], messages[5], messages[8]],
+    });
+    expect(
+      groupMessagesPerPartition({
+        topic: "t",
+        partitionMetadata: [],
+        messages,
+        partitioner: () => 0,
+      }),
+    ).toEqual({});
   });
 });
