@@ -79,9 +79,33 @@ const partsViolations = (
   ...segment(`${prefix}additional_info`, a.additionalInfo, true),
 ];
 
+/** A segment of a text address, as `segment` accepts it. */
+const SEGMENT_TEXT = "[^:\\u0000-\\u001f\\u007f]{1,256}";
+/**
+ * A text address every check of `parseText` accepts (segments as `segment`
+ * wants them, a branch path as `branchPathViolations` wants it): one test
+ * instead of the checks, which only run to name what is wrong.
+ */
+const VALID_TEXT = new RegExp(
+  `^${SEGMENT_TEXT}:${SEGMENT_TEXT}:(?:IMPORT|PROCESS|EXPORT):main(?:\\.[A-Za-z0-9_-]{1,64}){0,${MAX_BRANCH_DEPTH - 1}}:${SEGMENT_TEXT}:${SEGMENT_TEXT}(?::${SEGMENT_TEXT})?$`,
+);
+
 /** Parses the canonical text form, naming every bad segment. */
 export const parseText = (field: string, text: string): Effect.Effect<Address, InvalidArgument> => {
   const parts = text.split(":");
+  if (VALID_TEXT.test(text)) {
+    const [executionId, flowId, stepType, branchPath, stepId, dataType, additionalInfo = ""] =
+      parts as [string, string, Address["stepType"], string, string, string, string?];
+    return Effect.succeed({
+      executionId,
+      flowId,
+      stepType,
+      branchPath,
+      stepId,
+      dataType,
+      additionalInfo,
+    });
+  }
   if (parts.length < 6 || parts.length > 7) {
     return invalid(
       field,
@@ -123,6 +147,13 @@ export const resolveRef = (
   }
   return invalid(field, "is required (text or parts)");
 };
+
+/**
+ * The canonical text of the address `ref` resolved to (`a`): a valid text
+ * address is its own canonical text (`formatAddress` would give it back).
+ */
+export const refText = (ref: AddressRef | undefined, a: Address): string =>
+  ref?.kind.case === "text" ? ref.kind.value : formatAddress(a);
 
 export const formatAddress = (a: Address): string =>
   [

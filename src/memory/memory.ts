@@ -34,6 +34,7 @@ import {
   branchPathViolations,
   formatAddress,
   isWithin,
+  refText,
   resolveRef,
 } from "./address.js";
 import { toEntry, unavailable } from "./common.js";
@@ -150,8 +151,8 @@ export const makeMemory = (
             : change(current),
       )
       .pipe(
-        Effect.flatMap(
-          Option.match({ onNone: () => Effect.fail(notFound(address)), onSome: Effect.succeed }),
+        Effect.flatMap((found) =>
+          Option.isNone(found) ? Effect.fail(notFound(address)) : Effect.succeed(found.value),
         ),
       );
 
@@ -213,46 +214,62 @@ export const makeMemory = (
       }),
     );
 
+  /** The record a write makes of `r`, or why it may not. */
+  const written = (
+    req: WriteRequest,
+    address: string,
+    r: MemoryRecord,
+    at: number,
+  ): Effect.Effect<EntryChange, PermissionDenied | ResourceExhausted> => {
+    if (r.owner !== req.owner) return Effect.fail(notOwner(address));
+    if (req.data.length > r.sizeLimitBytes) {
+      return Effect.fail(
+        new ResourceExhausted({
+          message: `${req.data.length} bytes exceed the size limit of ${r.sizeLimitBytes} for ${address}`,
+          metadata: { address, size_limit_bytes: `${r.sizeLimitBytes}` },
+        }),
+      );
+    }
+    return Effect.succeed({
+      record: {
+        ...r,
+        contentType: req.contentType === "" ? r.contentType : req.contentType,
+        sizeBytes: req.data.length,
+        version: r.version + 1,
+        revision: r.revision + 1,
+        lastWriteTime: at,
+      },
+      data: req.data,
+    });
+  };
+
+  // Busy too: plain combinators, as Read.
   const write = (req: WriteRequest) =>
     unavailable(
-      Effect.gen(function* () {
-        const a = yield* resolveRef("address", req.address);
-        yield* V.check(
+      Effect.flatMap(resolveRef("address", req.address), (a) => {
+        const address = refText(req.address, a);
+        const change = Effect.flatMap(
+          modify(
+            address,
+            (current) =>
+              Effect.clockWith((clock) =>
+                written(req, address, current.record, clock.unsafeCurrentTimeMillis()),
+              ),
+            req.expectedVersion,
+          ),
+          (entry) =>
+            Effect.clockWith((clock) =>
+              Effect.succeed({ entry: toEntry(entry, clock.unsafeCurrentTimeMillis()) }),
+            ),
+        );
+        const checks = V.check(
           owner("owner", req.owner),
           V.maxLength("content_type", req.contentType, 255),
         );
-        yield* mayWrite(req.actingBranch, a);
-        const address = formatAddress(a);
-        const written = yield* modify(
-          address,
-          (current) =>
-            Effect.gen(function* () {
-              const r = current.record;
-              if (r.owner !== req.owner) return yield* Effect.fail(notOwner(address));
-              if (req.data.length > r.sizeLimitBytes) {
-                return yield* Effect.fail(
-                  new ResourceExhausted({
-                    message: `${req.data.length} bytes exceed the size limit of ${r.sizeLimitBytes} for ${address}`,
-                    metadata: { address, size_limit_bytes: `${r.sizeLimitBytes}` },
-                  }),
-                );
-              }
-              const at = yield* now;
-              return {
-                record: {
-                  ...r,
-                  contentType: req.contentType === "" ? r.contentType : req.contentType,
-                  sizeBytes: req.data.length,
-                  version: r.version + 1,
-                  revision: r.revision + 1,
-                  lastWriteTime: at,
-                },
-                data: req.data,
-              };
-            }),
-          req.expectedVersion,
+        return Effect.zipRight(
+          req.actingBranch === "" ? checks : Effect.zipRight(checks, mayWrite(req.actingBranch, a)),
+          change,
         );
-        return { entry: toEntry(written, yield* now) };
       }),
     );
 
@@ -280,7 +297,7 @@ export const makeMemory = (
   const read = (req: ReadRequest) =>
     unavailable(
       Effect.flatMap(resolveRef("address", req.address), (a) => {
-        const address = formatAddress(a);
+        const address = refText(req.address, a);
         const found = Effect.flatMap(readAddress(address), (found) =>
           Option.isNone(found)
             ? Effect.fail(notFound(address))

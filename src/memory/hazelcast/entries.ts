@@ -63,7 +63,7 @@ import type {
 } from "../store.js";
 import { bestEffort, type Cluster, MAX_ATTEMPTS, PARALLEL } from "./client.js";
 import { predicateOf } from "./filter.js";
-import { makeKeyLocks } from "./key-lock.js";
+import { makeKeyLocks, type TimeLeft } from "./key-lock.js";
 import {
   asLong,
   INLINE_MAX_BYTES,
@@ -141,33 +141,54 @@ export const makeEntryStore = (
       return Option.some<StoredEntry>({ record: recordOf(stored), lastAccessTime: yield* now });
     });
 
-  const read = (address: string) =>
-    Effect.gen(function* () {
-      let previousKey: string | undefined;
-      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        const stored = liveMeta(yield* onMeta("get", (m) => m.get(address)), yield* now);
-        if (stored === undefined) return Option.none();
-        const dataKey = stored._data;
-        if (dataKey === undefined) {
-          return Option.some({
-            entry: { record: recordOf(stored), lastAccessTime: yield* now },
-            data: inlineBytes(stored),
-          });
-        }
-        const bytes = yield* onData("get", (m) => m.get(dataKey));
-        if (bytes !== null) {
-          return Option.some({
-            entry: { record: recordOf(stored), lastAccessTime: yield* now },
-            data: new Uint8Array(bytes),
-          });
-        }
-        // Replaced by an update since the record was read: read the new one. The
-        // same key twice: the bytes are gone with an entry at the end of its life.
-        if (dataKey === previousKey) return Option.none();
-        previousKey = dataKey;
-      }
-      return Option.none();
-    });
+  /**
+   * The record and its bytes: one `get` when they are inline. As plain
+   * combinators (no generator): the busiest call of the store.
+   */
+  const read = (
+    address: string,
+    previousKey?: string,
+    attempt = 1,
+  ): Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable> =>
+    Effect.flatMap(
+      onMeta("get", (m) => m.get(address)),
+      (raw): Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable> =>
+        Effect.clockWith((clock) => {
+          const at = clock.unsafeCurrentTimeMillis();
+          const stored = liveMeta(raw, at);
+          if (stored === undefined) return Effect.succeed(Option.none());
+          const dataKey = stored._data;
+          if (dataKey === undefined) {
+            return Effect.succeed(
+              Option.some({
+                entry: { record: recordOf(stored), lastAccessTime: at },
+                data: inlineBytes(stored),
+              }),
+            );
+          }
+          return Effect.flatMap(
+            onData("get", (m) => m.get(dataKey)),
+            (bytes): Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable> => {
+              if (bytes !== null) {
+                return Effect.succeed(
+                  Option.some({
+                    entry: {
+                      record: recordOf(stored),
+                      lastAccessTime: clock.unsafeCurrentTimeMillis(),
+                    },
+                    data: new Uint8Array(bytes),
+                  }),
+                );
+              }
+              // Replaced by an update since the record was read: read the new one. The
+              // same key twice: the bytes are gone with an entry at the end of its life.
+              return dataKey === previousKey || attempt >= MAX_ATTEMPTS
+                ? Effect.succeed(Option.none())
+                : read(address, dataKey, attempt + 1);
+            },
+          );
+        }),
+    );
 
   /**
    * `read` of many: the records with one `getAll`, then the bytes not
@@ -202,7 +223,9 @@ export const makeEntryStore = (
           });
         }
       }
-      const again = yield* Effect.forEach(replaced, read, { concurrency: PARALLEL });
+      const again = yield* Effect.forEach(replaced, (address) => read(address), {
+        concurrency: PARALLEL,
+      });
       again.forEach((entry, i) => {
         if (Option.isSome(entry)) found.set(replaced[i] as string, entry.value);
       });
@@ -236,6 +259,11 @@ export const makeEntryStore = (
     ).pipe(Effect.as(key));
   };
 
+  /** Small bytes, kept in their record. */
+  const inlineStorage = (data: Uint8Array): Storage => ({
+    _inline: Buffer.from(data.buffer, data.byteOffset, data.length).toString("base64"),
+  });
+
   /**
    * Where a version's bytes go: inline in the record, or (large ones) first
    * to `data` under a fresh key nobody else knows, so the record is complete
@@ -248,9 +276,7 @@ export const makeEntryStore = (
     timeout?: Duration.Duration,
   ): Effect.Effect<Storage, StoreUnavailable> =>
     data.length <= INLINE_MAX_BYTES
-      ? Effect.succeed({
-          _inline: Buffer.from(data.buffer, data.byteOffset, data.length).toString("base64"),
-        })
+      ? Effect.succeed(inlineStorage(data))
       : Effect.map(putData(record, data, at, timeout), (key) => ({ _data: key }));
 
   const create = (record: MemoryRecord) =>
@@ -301,6 +327,52 @@ export const makeEntryStore = (
    * written. The replaced bytes go with the unlock: the record no longer
    * points at them.
    */
+  /** Writes `next` over `stored` (read under the key lock at `at`); gives the record written. */
+  const writeChange = (
+    address: string,
+    stored: StoredMeta,
+    { record, data }: EntryChange,
+    at: number,
+    timeLeft: TimeLeft,
+  ): Effect.Effect<{ record: MemoryRecord; replaced?: string }, StoreUnavailable> => {
+    if (record.address !== address) {
+      return Effect.dieMessage(`a change of ${address} must keep its address`);
+    }
+    // The TTL still counts from allocation: only what remains of it.
+    const ttl = memberMillis(record.expireTime - at);
+    const maxIdle = memberMaxIdle(record.maxIdleMs);
+    const oldKey = stored._data;
+    const storage: Effect.Effect<Storage, StoreUnavailable> =
+      data !== undefined
+        ? data.length <= INLINE_MAX_BYTES
+          ? Effect.succeed(inlineStorage(data))
+          : Effect.flatMap(timeLeft, (timeout) => storageOf(record, data, at, timeout))
+        : oldKey === undefined
+          ? Effect.succeed({ _inline: stored._inline ?? "" })
+          : // The bytes stay; restart their max idle with the record's.
+            Effect.flatMap(timeLeft, (timeout) =>
+              onData("containsKey", (m) => m.containsKey(oldKey), timeout),
+            ).pipe(Effect.as({ _data: oldKey }));
+    return Effect.flatMap(storage, (storage) => {
+      const value = json({ ...record, ...storage } satisfies StoredMeta);
+      return Effect.flatMap(timeLeft, (timeout) =>
+        onMeta("set", (m) => m.set(address, value, ttl, maxIdle), timeout),
+      ).pipe(
+        Effect.as(
+          oldKey === undefined || storage._data === oldKey
+            ? { record }
+            : { record, replaced: oldKey },
+        ),
+      );
+    });
+  };
+
+  /**
+   * The entry's next version, as `decide` makes it from the live one
+   * (undefined: left as it is), under the key lock; gives the record
+   * written. The replaced bytes go with the unlock: the record no longer
+   * points at them.
+   */
   const change = <E>(
     address: string,
     decide: (current: StoredEntry) => Effect.Effect<EntryChange | undefined, E>,
@@ -309,40 +381,23 @@ export const makeEntryStore = (
       withKeyLock<{ record: MemoryRecord; replaced?: string } | undefined, E>(
         address,
         (timeLeft) =>
-          Effect.gen(function* () {
-            // Not touching: a change decided against is no access (a write touches anyway).
-            const view = yield* onMeta(
-              "getEntryView",
-              (m) => m.getEntryView(address),
-              yield* timeLeft,
-            );
-            const at = yield* now;
-            const stored = liveMeta(view?.value ?? null, at);
-            if (view === null || stored === undefined) return undefined;
-            const next = yield* decide(untouchedEntry(view, stored, at));
-            if (next === undefined) return undefined;
-            const { record, data } = next;
-            if (record.address !== address) {
-              return yield* Effect.dieMessage(`a change of ${address} must keep its address`);
-            }
-            // The TTL still counts from allocation: only what remains of it.
-            const ttl = memberMillis(record.expireTime - at);
-            const maxIdle = memberMaxIdle(record.maxIdleMs);
-            const oldKey = stored._data;
-            let storage: Storage;
-            if (data !== undefined) storage = yield* storageOf(record, data, at, yield* timeLeft);
-            else if (oldKey === undefined) storage = { _inline: stored._inline ?? "" };
-            else {
-              storage = { _data: oldKey };
-              // The bytes stay; restart their max idle with the record's.
-              yield* onData("containsKey", (m) => m.containsKey(oldKey), yield* timeLeft);
-            }
-            const value = json({ ...record, ...storage } satisfies StoredMeta);
-            yield* onMeta("set", (m) => m.set(address, value, ttl, maxIdle), yield* timeLeft);
-            return oldKey === undefined || storage._data === oldKey
-              ? { record }
-              : { record, replaced: oldKey };
-          }),
+          // Not touching: a change decided against is no access (a write touches anyway).
+          Effect.flatMap(timeLeft, (timeout) =>
+            onMeta("getEntryView", (m) => m.getEntryView(address), timeout),
+          ).pipe(
+            Effect.flatMap((view) =>
+              Effect.clockWith((clock) => {
+                const at = clock.unsafeCurrentTimeMillis();
+                const stored = liveMeta(view?.value ?? null, at);
+                if (view === null || stored === undefined) return Effect.succeed(undefined);
+                return Effect.flatMap(decide(untouchedEntry(view, stored, at)), (next) =>
+                  next === undefined
+                    ? Effect.succeed(undefined)
+                    : writeChange(address, stored, next, at, timeLeft),
+                );
+              }),
+            ),
+          ),
         (outcome) => outcome?.replaced,
       ),
     ).pipe(Effect.map((outcome) => outcome?.record));
@@ -351,12 +406,14 @@ export const makeEntryStore = (
     address: string,
     f: (current: StoredEntry) => Effect.Effect<EntryChange, E>,
   ): Effect.Effect<Option.Option<StoredEntry>, E | StoreUnavailable> =>
-    change(address, f).pipe(
-      Effect.flatMap((record) =>
-        record === undefined
-          ? Effect.succeed(Option.none())
-          : Effect.map(now, (at) => Option.some({ record, lastAccessTime: at })),
-      ),
+    Effect.flatMap(change(address, f), (record) =>
+      record === undefined
+        ? Effect.succeed(Option.none())
+        : Effect.clockWith((clock) =>
+            Effect.succeed(
+              Option.some({ record, lastAccessTime: clock.unsafeCurrentTimeMillis() }),
+            ),
+          ),
     );
 
   const update = (

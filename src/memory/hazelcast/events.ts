@@ -13,7 +13,7 @@ import {
   Effect,
   Exit,
   PubSub,
-  type Queue,
+  Queue,
   Runtime,
   Schedule,
   type Scope,
@@ -66,6 +66,9 @@ export const makeEvents = ({ onMeta }: Cluster, expiry: ExpiryWatch) =>
         ...(stored === undefined ? {} : { record: recordOf(stored) }),
         time,
       };
+      // Nearly always there is room (the buffer is large): offered at once, no fiber run per
+      // event. Full (the sliding buffer drops the oldest) or shut down: as a publish.
+      if (Queue.unsafeOffer(pubsub, storeEvent)) return;
       const exit = Runtime.runSyncExit(runtime)(PubSub.publish(pubsub, storeEvent));
       if (Exit.isFailure(exit) && !Cause.isInterruptedOnly(exit.cause)) {
         Runtime.runFork(runtime)(

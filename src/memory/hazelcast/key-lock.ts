@@ -22,7 +22,6 @@
 import { Duration, Effect, Exit } from "effect";
 import { StoreUnavailable } from "../store.js";
 import { bestEffort, type Cluster, OP_TIMEOUT, timedOut } from "./client.js";
-import { now } from "./stored.js";
 
 /** How long an update waits on the member for another instance's lock of the key. */
 const KEY_LOCK_WAIT_MS = 2_000;
@@ -37,56 +36,99 @@ const CRITICAL_SECTION = Duration.seconds(8);
  */
 export type TimeLeft = Effect.Effect<Duration.Duration, StoreUnavailable>;
 
+/** Calls of this client on one address: the one running, and those waiting in turn. */
+interface Slot {
+  /** Someone runs (or has just been handed the address). */
+  held: boolean;
+  /** Wakes of the waiting calls, in the order they came. */
+  readonly waiting: Array<() => void>;
+  /** The running call and the waiting ones. */
+  users: number;
+}
+
+const CRITICAL_SECTION_MS = Duration.toMillis(CRITICAL_SECTION);
+const OP_TIMEOUT_MS = Duration.toMillis(OP_TIMEOUT);
+
 export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
-  const localLocks = new Map<string, { readonly mutex: Effect.Semaphore; users: number }>();
+  const localLocks = new Map<string, Slot>();
+
+  /** The address goes to the next waiting call, or is free. */
+  const leave = (address: string, slot: Slot) => {
+    const next = slot.waiting.shift();
+    if (next === undefined) slot.held = false;
+    else next();
+    if (--slot.users === 0) localLocks.delete(address);
+  };
+
+  /**
+   * Waits, bounded, until the running call hands the address over. However
+   * the wait ends, the caller settles it with `settle` (in an
+   * uninterruptible region): the address taken or passed on, or the line
+   * left. A hand-over that comes as the wait is given up is passed on there.
+   */
+  const turn = (address: string, slot: Slot) => {
+    let handed = false;
+    const wake = () => {
+      handed = true;
+      resumeWait?.(Effect.void);
+    };
+    let resumeWait: ((effect: Effect.Effect<void>) => void) | undefined;
+    slot.waiting.push(wake);
+    const wait = Effect.async<void>((resume) => {
+      if (handed) resume(Effect.void);
+      else resumeWait = resume;
+    }).pipe(
+      Effect.timeoutFail({
+        duration: OP_TIMEOUT,
+        onTimeout: () =>
+          new StoreUnavailable({
+            cause: new Error(
+              `earlier calls on ${address} still running after ${Duration.format(OP_TIMEOUT)}`,
+            ),
+          }),
+      }),
+    );
+    const settle = (exit: Exit.Exit<void, StoreUnavailable>) =>
+      Effect.sync(() => {
+        if (Exit.isSuccess(exit)) return;
+        const at = slot.waiting.indexOf(wake);
+        if (at >= 0) slot.waiting.splice(at, 1);
+        if (handed) leave(address, slot);
+        else if (--slot.users === 0) localLocks.delete(address);
+      });
+    return { wait, settle };
+  };
 
   /**
    * Runs `effect` alone among this client's calls on `address` (the
-   * member's key lock cannot tell them apart). Waiting for the others is
-   * bounded too (StoreUnavailable), so calls piling up on one address while
-   * the cluster is slow or away do not wait for each other's timeouts.
+   * member's key lock cannot tell them apart), in the order they came.
+   * Waiting for the others is bounded too (StoreUnavailable), so calls
+   * piling up on one address while the cluster is slow or away do not wait
+   * for each other's timeouts. A call alone on its address (nearly always)
+   * runs at once: no semaphore, no timer.
    */
   const serialized =
     (address: string) =>
     <A, E, R>(effect: Effect.Effect<A, E | StoreUnavailable, R>) =>
-      Effect.acquireUseRelease(
-        Effect.sync(() => {
+      Effect.uninterruptibleMask((restore) =>
+        Effect.suspend(() => {
           let slot = localLocks.get(address);
           if (slot === undefined) {
-            slot = { mutex: Effect.unsafeMakeSemaphore(1), users: 0 };
+            slot = { held: false, waiting: [], users: 0 };
             localLocks.set(address, slot);
           }
-          slot.users++;
-          return slot;
-        }),
-        (slot) => {
-          // Alone on the address (every user counts from before its take to after its
-          // release): the permit is free, so there is no wait to bound.
-          const take = slot.mutex.take(1);
-          const bounded =
-            slot.users === 1
-              ? take
-              : take.pipe(
-                  Effect.timeoutFail({
-                    duration: OP_TIMEOUT,
-                    onTimeout: () =>
-                      new StoreUnavailable({
-                        cause: new Error(
-                          `earlier calls on ${address} still running after ${Duration.format(OP_TIMEOUT)}`,
-                        ),
-                      }),
-                  }),
-                );
-          return Effect.uninterruptibleMask((restore) =>
-            restore(bounded).pipe(
-              Effect.zipRight(restore(effect).pipe(Effect.ensuring(slot.mutex.release(1)))),
-            ),
+          const taken = slot;
+          taken.users++;
+          const run = restore(effect).pipe(
+            Effect.ensuring(Effect.sync(() => leave(address, taken))),
           );
-        },
-        (slot) =>
-          Effect.sync(() => {
-            if (--slot.users === 0) localLocks.delete(address);
-          }),
+          if (!taken.held) {
+            taken.held = true;
+            return run;
+          }
+          const { wait, settle } = turn(address, taken);
+          return restore(wait).pipe(Effect.onExit(settle), Effect.zipRight(run));
+        }),
       );
 
   /**
@@ -102,46 +144,51 @@ export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
     garbage: (result: A) => string | undefined = () => undefined,
   ): Effect.Effect<A, E | StoreUnavailable> =>
     Effect.uninterruptibleMask((restore) =>
-      Effect.gen(function* () {
-        const locked = yield* restore(
+      Effect.flatMap(
+        restore(
           onMeta(
             "tryLock",
             (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS),
             Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
           ),
-        );
-        if (!locked) {
-          return yield* Effect.fail(
-            new StoreUnavailable({
-              cause: new Error(
-                `${address} stayed locked by another mesh instance for ${KEY_LOCK_WAIT_MS} ms`,
-              ),
-            }),
-          );
-        }
-        const deadline = (yield* now) + Duration.toMillis(CRITICAL_SECTION);
-        const timeLeft: TimeLeft = Effect.flatMap(now, (at) =>
-          at < deadline
-            ? Effect.succeed(Duration.min(OP_TIMEOUT, Duration.millis(deadline - at)))
-            : Effect.fail(timedOut("update", CRITICAL_SECTION)()),
-        );
-        return yield* restore(effect(timeLeft)).pipe(
-          Effect.onExit((exit) => {
-            const dataKey = Exit.isSuccess(exit) ? garbage(exit.value) : undefined;
-            return dataKey === undefined
-              ? bestEffort(
-                  "unlock",
-                  onMeta("unlock", (m) => m.unlock(address)),
-                )
-              : bestEffort(
-                  "unlock, deleting replaced bytes",
-                  onMetaAndData("unlock, delete", (meta, data) =>
-                    Promise.all([meta.unlock(address), data.delete(dataKey)]),
-                  ),
-                );
-          }),
-        );
-      }),
+        ),
+        (locked): Effect.Effect<A, E | StoreUnavailable> => {
+          if (!locked) {
+            return Effect.fail(
+              new StoreUnavailable({
+                cause: new Error(
+                  `${address} stayed locked by another mesh instance for ${KEY_LOCK_WAIT_MS} ms`,
+                ),
+              }),
+            );
+          }
+          return Effect.clockWith((clock) => {
+            const deadline = clock.unsafeCurrentTimeMillis() + CRITICAL_SECTION_MS;
+            const timeLeft: TimeLeft = Effect.suspend(() => {
+              const left = deadline - clock.unsafeCurrentTimeMillis();
+              return left <= 0
+                ? Effect.fail(timedOut("update", CRITICAL_SECTION)())
+                : Effect.succeed(left < OP_TIMEOUT_MS ? Duration.millis(left) : OP_TIMEOUT);
+            });
+            return restore(effect(timeLeft)).pipe(
+              Effect.onExit((exit) => {
+                const dataKey = Exit.isSuccess(exit) ? garbage(exit.value) : undefined;
+                return dataKey === undefined
+                  ? bestEffort(
+                      "unlock",
+                      onMeta("unlock", (m) => m.unlock(address)),
+                    )
+                  : bestEffort(
+                      "unlock, deleting replaced bytes",
+                      onMetaAndData("unlock, delete", (meta, data) =>
+                        Promise.all([meta.unlock(address), data.delete(dataKey)]),
+                      ),
+                    );
+              }),
+            );
+          });
+        },
+      ),
     );
 
   return { serialized, withKeyLock };
