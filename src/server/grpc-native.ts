@@ -286,14 +286,16 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       throw new ConnectError(`parse binary: ${(e as Error).message}`, Code.Internal);
     }
   };
-  const encode = (method: DescMethod, message: unknown) =>
+  /** An answer's wire bytes: the service's own encoder's when it has one for it, else `toBinary`'s. */
+  const encode = (method: DescMethod, message: unknown, fast: ServedService["encode"]) =>
     asBuffer(
-      toBinary(
-        method.output,
-        isMessage(message, method.output)
-          ? message
-          : create(method.output, message as MessageShape<typeof method.output>),
-      ),
+      fast?.(method, message) ??
+        toBinary(
+          method.output,
+          isMessage(message, method.output)
+            ? message
+            : create(method.output, message as MessageShape<typeof method.output>),
+        ),
     );
 
   /** Writes a stream of answers with backpressure, then the status. */
@@ -302,15 +304,20 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>,
     answers: AsyncIterable<unknown>,
     ctx: HandlerContext,
+    fast: ServedService["encode"],
   ) => {
     for await (const answer of answers) {
-      if (!call.write(encode(method, answer)) && !ctx.signal.aborted)
+      if (!call.write(encode(method, answer, fast)) && !ctx.signal.aborted)
         await drainedOrAborted(call, ctx.signal);
     }
     call.end();
   };
 
-  const handlerOf = (method: DescMethod, impl: (...args: never[]) => unknown) => {
+  const handlerOf = (
+    method: DescMethod,
+    impl: (...args: never[]) => unknown,
+    fast: ServedService["encode"],
+  ) => {
     const run = impl as (req: unknown, ctx: HandlerContext) => unknown;
     switch (method.methodKind) {
       case "unary":
@@ -322,7 +329,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           if (started === undefined) return;
           const { ctx, finish, failed } = started;
           const answer = (message: unknown) => {
-            callback(null, encode(method, message));
+            callback(null, encode(method, message, fast));
             finish(OK);
           };
           // An implementation that answers at once is answered in this turn, with no promise.
@@ -349,6 +356,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
                 call,
                 run(decode(method.input, call.request), ctx) as AsyncIterable<unknown>,
                 ctx,
+                fast,
               ),
             )
             .then(() => finish(OK), failed);
@@ -376,8 +384,8 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           Promise.resolve()
             .then(async () => {
               const answer = run(requests, ctx);
-              if (bidi) await writeAll(method, call, answer as AsyncIterable<unknown>, ctx);
-              else callback?.(null, encode(method, await answer));
+              if (bidi) await writeAll(method, call, answer as AsyncIterable<unknown>, ctx, fast);
+              else callback?.(null, encode(method, await answer, fast));
             })
             .then(() => finish(OK), failed);
         };
@@ -393,7 +401,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
     // own metrics (rpc.server.*) already count them.
     "grpc.enable_channelz": 0,
   });
-  for (const { service, impl } of options.services) {
+  for (const { service, impl, encode: fast } of options.services) {
     const definition: Record<string, grpc.MethodDefinition<Buffer, Buffer>> = {};
     const handlers: grpc.UntypedServiceImplementation = {};
     for (const method of service.methods) {
@@ -413,7 +421,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
         responseDeserialize: (b: Buffer) => b,
         originalName: method.localName,
       };
-      handlers[method.name] = handlerOf(method, fn.bind(impl)) as grpc.UntypedHandleCall;
+      handlers[method.name] = handlerOf(method, fn.bind(impl), fast) as grpc.UntypedHandleCall;
     }
     server.addService(definition, handlers);
   }

@@ -13,6 +13,7 @@ import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { DataStore } from "../datastore/DataStore.js";
 import { MemoryManager } from "../memory/MemoryManager.js";
 import { MessageBus } from "../messaging/MessageBus.js";
+import { encodeDeliveries } from "../messaging/wire.js";
 import { TelemetryPort } from "../telemetry/TelemetryPort.js";
 import type { Bridge } from "./bridge.js";
 import type { HealthRegistry } from "./health.js";
@@ -38,7 +39,7 @@ export const implementations = (bridge: Bridge<AppServices>): ReadonlyArray<Serv
   served(Health, healthService(bridge)),
   served(DataStoreService, servePort(DataStoreService, DataStore, bridge)),
   served(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge)),
-  served(MessageBusService, servePort(MessageBusService, MessageBus, bridge)),
+  served(MessageBusService, servePort(MessageBusService, MessageBus, bridge), encodeDeliveries),
   served(TelemetryService, servePort(TelemetryService, TelemetryPort, bridge)),
   ...reflectionServices(servedServices),
 ];

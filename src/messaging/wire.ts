@@ -1,0 +1,255 @@
+/**
+ * Batches of deliveries written straight to the protobuf wire, for the
+ * native gRPC path: `toBinary` walks every field of every message through
+ * reflection and grows its buffer as it goes, which cost about 7 µs per
+ * 1 KiB delivery, more than anything else the mesh does to hand one over.
+ * Here one pass measures every field and nested message, a second writes
+ * them into one buffer of the exact size, in field-number order and
+ * skipping proto3 defaults, as `toBinary` does: test/unit/messaging-wire.test.ts
+ * holds the two to the same bytes.
+ *
+ * Only the responses that carry deliveries are written here, and only
+ * messages without unknown fields; anything else is left to `toBinary`
+ * (the caller gets `undefined`).
+ */
+import type { DescMethod } from "@bufbuild/protobuf";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { Delivery, Envelope } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
+
+/** Wire types. */
+const VARINT = 0;
+const LEN = 2;
+
+/** What a message is walked with: once to measure it, once to write it. */
+interface Sink {
+  string(field: number, value: string): void;
+  int32(field: number, value: number): void;
+  int64(field: number, value: bigint): void;
+  bytes(field: number, value: Uint8Array): void;
+  message(field: number, body: () => void): void;
+  /** A `map<string, string>` entry: key and value both written, as protobuf-es does. */
+  entry(field: number, key: string, value: string): void;
+}
+
+const varintSize = (v: number): number =>
+  v < 0 ? 10 : v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
+
+/** Bytes of a field's tag (one up to field 15, two from 16). */
+const tagSize = (field: number) => varintSize(field << 3);
+
+const varint64Size = (v: bigint): number => {
+  let u = BigInt.asUintN(64, v);
+  let n = 1;
+  while (u >= 0x80n) {
+    u >>= 7n;
+    n++;
+  }
+  return n;
+};
+
+/**
+ * The measuring pass: the byte length of every string and nested message,
+ * in the order the writing pass meets them.
+ */
+class Measure implements Sink {
+  size = 0;
+  readonly lengths: number[] = [];
+  string(field: number, value: string) {
+    if (value === "") return;
+    const n = Buffer.byteLength(value);
+    this.lengths.push(n);
+    this.size += tagSize(field) + varintSize(n) + n;
+  }
+  int32(field: number, value: number) {
+    if (value !== 0) this.size += tagSize(field) + varintSize(value);
+  }
+  int64(field: number, value: bigint) {
+    if (value !== 0n) this.size += tagSize(field) + varint64Size(value);
+  }
+  bytes(field: number, value: Uint8Array) {
+    if (value.length > 0) this.size += tagSize(field) + varintSize(value.length) + value.length;
+  }
+  message(field: number, body: () => void) {
+    const outer = this.size;
+    const slot = this.lengths.length;
+    this.lengths.push(0);
+    this.size = 0;
+    body();
+    const n = this.size;
+    this.lengths[slot] = n;
+    this.size = outer + tagSize(field) + varintSize(n) + n;
+  }
+  entry(field: number, key: string, value: string) {
+    this.message(field, () => {
+      const k = Buffer.byteLength(key);
+      const v = Buffer.byteLength(value);
+      this.lengths.push(k, v);
+      this.size += 2 + varintSize(k) + k + varintSize(v) + v;
+    });
+  }
+}
+
+/** The writing pass, into a buffer of the measured size. */
+class Write implements Sink {
+  pos = 0;
+  next = 0;
+  constructor(
+    readonly buf: Buffer,
+    readonly lengths: ReadonlyArray<number>,
+  ) {}
+  private varint(v: number) {
+    if (v < 0) return this.varint64(BigInt(v));
+    while (v >= 0x80) {
+      this.buf[this.pos++] = (v & 0x7f) | 0x80;
+      v = Math.floor(v / 128);
+    }
+    this.buf[this.pos++] = v;
+  }
+  private varint64(v: bigint) {
+    let u = BigInt.asUintN(64, v);
+    while (u >= 0x80n) {
+      this.buf[this.pos++] = Number(u & 0x7fn) | 0x80;
+      u >>= 7n;
+    }
+    this.buf[this.pos++] = Number(u);
+  }
+  private text(field: number, value: string) {
+    const n = this.lengths[this.next++] as number;
+    this.varint((field << 3) | LEN);
+    this.varint(n);
+    this.pos += this.buf.write(value, this.pos, n, "utf8");
+  }
+  string(field: number, value: string) {
+    if (value !== "") this.text(field, value);
+  }
+  int32(field: number, value: number) {
+    if (value === 0) return;
+    this.varint((field << 3) | VARINT);
+    this.varint(value);
+  }
+  int64(field: number, value: bigint) {
+    if (value === 0n) return;
+    this.varint((field << 3) | VARINT);
+    if (value >= 0n && value <= BigInt(Number.MAX_SAFE_INTEGER)) this.varint(Number(value));
+    else this.varint64(value);
+  }
+  bytes(field: number, value: Uint8Array) {
+    if (value.length === 0) return;
+    this.varint((field << 3) | LEN);
+    this.varint(value.length);
+    this.buf.set(value, this.pos);
+    this.pos += value.length;
+  }
+  message(field: number, body: () => void) {
+    this.varint((field << 3) | LEN);
+    this.varint(this.lengths[this.next++] as number);
+    body();
+  }
+  entry(field: number, key: string, value: string) {
+    this.message(field, () => {
+      this.text(1, key);
+      this.text(2, value);
+    });
+  }
+}
+
+const timestamp = (s: Sink, field: number, t: Timestamp | undefined) => {
+  if (t === undefined) return;
+  s.message(field, () => {
+    s.int64(1, t.seconds);
+    s.int32(2, t.nanos);
+  });
+};
+
+const envelope = (s: Sink, e: Envelope) => {
+  s.string(1, e.messageId);
+  s.string(2, e.messageType);
+  s.int32(3, e.kind);
+  s.string(4, e.correlationId);
+  s.string(5, e.causationId);
+  s.string(6, e.conversationId);
+  s.string(7, e.source);
+  s.string(8, e.destination);
+  timestamp(s, 9, e.time);
+  timestamp(s, 10, e.expireTime);
+  for (const key in e.headers) s.entry(11, key, e.headers[key] as string);
+  s.string(12, e.contentType);
+  s.bytes(13, e.payload);
+  s.string(14, e.partitionKey);
+  s.string(15, e.replyTo);
+  s.string(16, e.inReplyTo);
+};
+
+const delivery = (s: Sink, d: Delivery) => {
+  s.string(1, d.deliveryId);
+  s.int32(2, d.attempt);
+  const message = d.message;
+  if (message !== undefined) s.message(3, () => envelope(s, message));
+  s.string(4, d.topic);
+  s.int32(5, d.partition);
+  s.int64(6, d.offset);
+};
+
+/** Whether `toBinary` would write something this does not: unknown fields. */
+const plain = (d: Delivery) =>
+  d.$unknown === undefined &&
+  (d.message === undefined ||
+    (d.message.$unknown === undefined &&
+      d.message.time?.$unknown === undefined &&
+      d.message.expireTime?.$unknown === undefined));
+
+/** `walk` measured, then written into a buffer of exactly its size. */
+const encode = (walk: (s: Sink) => void): Uint8Array => {
+  const measure = new Measure();
+  walk(measure);
+  const write = new Write(Buffer.allocUnsafe(measure.size), measure.lengths);
+  walk(write);
+  return write.buf;
+};
+
+/** A DeliveryBatch (`repeated Delivery deliveries = 1`) as field `field` of a response. */
+const batch = (field: number, deliveries: ReadonlyArray<Delivery>): Uint8Array | undefined =>
+  deliveries.every(plain)
+    ? encode((s) =>
+        s.message(field, () => {
+          for (const d of deliveries) s.message(1, () => delivery(s, d));
+        }),
+      )
+    : undefined;
+
+interface Case {
+  readonly case: string | undefined;
+  readonly value?: unknown;
+}
+
+/**
+ * The wire bytes of a MessageBus response carrying deliveries
+ * (ConsumeResponse `deliveries`, SubscribeResponse `delivery` or
+ * `deliveries`); undefined for any other answer.
+ */
+export const encodeDeliveries = (method: DescMethod, answer: unknown): Uint8Array | undefined => {
+  const typeName = method.output.typeName;
+  if (typeName === "floworchestrator.messaging.v1.ConsumeResponse") {
+    const one = (answer as { readonly response?: Case }).response;
+    if (one?.case !== "deliveries" || (answer as { $unknown?: unknown }).$unknown !== undefined)
+      return undefined;
+    const value = one.value as { readonly deliveries: ReadonlyArray<Delivery>; $unknown?: unknown };
+    return value.$unknown === undefined ? batch(2, value.deliveries) : undefined;
+  }
+  if (typeName === "floworchestrator.messaging.v1.SubscribeResponse") {
+    const one = (answer as { readonly event?: Case }).event;
+    if ((answer as { $unknown?: unknown }).$unknown !== undefined) return undefined;
+    if (one?.case === "deliveries") {
+      const value = one.value as {
+        readonly deliveries: ReadonlyArray<Delivery>;
+        $unknown?: unknown;
+      };
+      return value.$unknown === undefined ? batch(3, value.deliveries) : undefined;
+    }
+    if (one?.case === "delivery") {
+      const d = one.value as Delivery;
+      return plain(d) ? encode((s) => s.message(2, () => delivery(s, d))) : undefined;
+    }
+  }
+  return undefined;
+};
