@@ -5,7 +5,7 @@ import type { Db, Document } from "mongodb";
 import type { Collection, Doc, StoreUnavailable } from "../store.js";
 import type { Claims, WriteMode } from "./claims.js";
 import { decodeDoc, decodeFound, encodeFields, REV, type Stored } from "./codec.js";
-import { insertOne, isRetryableRead, run } from "./errors.js";
+import { insertOne, run } from "./errors.js";
 import { allOf, idFilter, keysetFilter, predicateFilter, sortSpec } from "./filters.js";
 
 /** `DocStoreShape.collection`: writes go the way `writeMode` says, decided once per store. */
@@ -16,32 +16,8 @@ export const makeCollection =
     if (!/^[a-z_]+$/.test(name)) throw new Error(`invalid collection name ${JSON.stringify(name)}`);
     const coll = db.collection<Stored>(name);
 
-    /**
-     * `coll.findOne(filter)` as the one `find` command it sends, with the
-     * collection's read concern and preference as findOne's: findOne makes,
-     * runs and closes a cursor for its single document, about a sixth of the
-     * driver's CPU per read. The driver retries no `runCommand`, so the one
-     * retry it makes of a read is made here, on the errors it makes it on.
-     */
-    const readConcern = coll.readConcern?.toJSON();
-    const commandOptions = { readPreference: coll.readPreference };
-    const retryReads = db.client.options.retryReads;
-    const findOnce = (filter: Document) =>
-      db
-        .command(
-          readConcern === undefined
-            ? { find: name, filter, limit: 1, singleBatch: true }
-            : { find: name, filter, limit: 1, singleBatch: true, readConcern },
-          commandOptions,
-        )
-        .then((r) => (r.cursor?.firstBatch?.[0] as Stored | undefined) ?? null);
-    const findOne = (filter: Document): Promise<Stored | null> =>
-      findOnce(filter).catch((e: unknown) =>
-        retryReads && isRetryableRead(e) ? findOnce(filter) : Promise.reject(e),
-      );
-
     return {
-      get: (id) => run(() => findOne({ _id: id })).pipe(Effect.map(decodeFound)),
+      get: (id) => run(() => coll.findOne({ _id: id })).pipe(Effect.map(decodeFound)),
 
       getMany: (ids) =>
         ids.length === 0
@@ -65,7 +41,7 @@ export const makeCollection =
       update: (id, set, condition) => {
         // Nothing to write: the document as it is, if the condition holds.
         if (Object.keys(set).length === 0) {
-          return run(() => findOne(idFilter(id, condition))).pipe(Effect.map(decodeFound));
+          return run(() => coll.findOne(idFilter(id, condition))).pipe(Effect.map(decodeFound));
         }
         const setDoc = (extra: Document) => ({ $set: { ...encodeFields(set), ...extra } });
         return writeMode.pipe(
@@ -81,7 +57,7 @@ export const makeCollection =
                   // other keys ({old: 1} → {fresh: 1}); replacing the whole document is applied
                   // faithfully. The claim keeps the document stable between read and replace.
                   run(async () => {
-                    const whole = await findOne(filter);
+                    const whole = await coll.findOne(filter);
                     if (whole === null) return null;
                     const next = { ...whole, ...encodeFields(set), [REV]: randomUUID() };
                     return coll.findOneAndReplace(filter, next, { returnDocument: "after" });

@@ -59,35 +59,6 @@ const isUnavailable = (e: unknown): boolean =>
       (typeof e.code === "number" && UNAVAILABLE_CODES.has(e.code)) ||
       UNAVAILABLE_LABELS.some((label) => e.hasErrorLabel(label))));
 
-/** Server codes after which the driver retries a read once (its `isRetryableReadError`). */
-const RETRYABLE_READ_CODES = new Set([
-  6, // HostUnreachable
-  7, // HostNotFound
-  89, // NetworkTimeout
-  91, // ShutdownInProgress
-  134, // ReadConcernMajorityNotAvailableYet
-  189, // PrimarySteppedDown
-  262, // ExceededTimeLimit
-  9001, // SocketException
-  10107, // NotWritablePrimary
-  11600, // InterruptedAtShutdown
-  11602, // InterruptedDueToReplStateChange
-  13435, // NotPrimaryNoSecondaryOk
-  13436, // NotPrimaryOrSecondary
-]);
-
-/**
- * Whether the driver would retry a read that failed with `e`: network
- * errors (socket timeouts included), not-primary and shutdown answers. It
- * retries no `runCommand`, and collection.ts sends its single-document
- * `find` as one, so it retries that read by this test itself.
- */
-export const isRetryableRead = (e: unknown): boolean =>
-  e instanceof MongoNetworkError ||
-  (e instanceof MongoError &&
-    ((typeof e.code === "number" && RETRYABLE_READ_CODES.has(e.code)) ||
-      /not master|node is recovering/i.test(e.message)));
-
 export const isDuplicateKey = (e: unknown): boolean =>
   e instanceof MongoServerError && e.code === 11000;
 
