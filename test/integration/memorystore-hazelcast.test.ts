@@ -9,7 +9,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "@effect/vitest";
 import { Cause, Clock, Context, Effect, Exit, Layer, Option, Queue } from "effect";
-import { Client, type HazelcastJsonValue } from "hazelcast-client";
+import { Client, HazelcastJsonValue } from "hazelcast-client";
 import { afterAll, inject } from "vitest";
 import { type Cluster, connect } from "../../src/memory/hazelcast/client.js";
 import { makeEntryStore } from "../../src/memory/hazelcast/entries.js";
@@ -355,6 +355,18 @@ describe("HazelcastMemoryStore", () => {
       yield* Effect.sleep("500 millis");
       yield* Effect.promise(() => meta.unlock(record.address));
       expect(yield* waiting.await).toEqual(Exit.succeed(true));
+
+      // Changed by the holder of the lock meanwhile: the update reads the record once it has
+      // the lock (not the one read along with its first, refused, lock request).
+      yield* Effect.promise(() => meta.lock(record.address));
+      const late = yield* Effect.fork(store.update(record.address, 1, next(next(record))));
+      yield* Effect.sleep("500 millis");
+      const changed = { ...next(next(record)), _inline: "" };
+      yield* Effect.promise(() =>
+        meta.set(record.address, new HazelcastJsonValue(JSON.stringify(changed))),
+      );
+      yield* Effect.promise(() => meta.unlock(record.address));
+      expect(yield* late.await).toEqual(Exit.succeed(false));
     }),
   );
 
@@ -417,27 +429,23 @@ describe("HazelcastMemoryStore", () => {
             return { calls: [...calls], data: Option.getOrThrow(found).data };
           });
 
-        // Small bytes live in the record: one value to write, one to read.
+        // Small bytes live in the record: one value to write, one to read. The lock and the
+        // read go in one socket write, the write and the unlock in another.
         expect(yield* write(Uint8Array.of(1))).toEqual([
-          "meta.tryLock",
-          "meta.getEntryView",
-          "meta.set",
-          "meta.unlock",
+          "meta.tryLock, getEntryView",
+          "meta.set, unlock",
         ]);
         expect(yield* read(first.address)).toEqual({ calls: ["meta.get"], data: Uint8Array.of(1) });
 
         // Large ones in `data`, under a fresh key per version; the replaced ones go with the unlock.
         const large = new Uint8Array(INLINE_MAX_BYTES + 1).fill(7);
         expect(yield* write(large)).toEqual([
-          "meta.tryLock",
-          "meta.getEntryView",
+          "meta.tryLock, getEntryView",
           "data.set",
-          "meta.set",
-          "meta.unlock",
+          "meta.set, unlock",
         ]);
         expect(yield* write(large)).toEqual([
-          "meta.tryLock",
-          "meta.getEntryView",
+          "meta.tryLock, getEntryView",
           "data.set",
           "meta.set",
           "meta+data.unlock, delete",
@@ -454,8 +462,7 @@ describe("HazelcastMemoryStore", () => {
 
         // Back to small bytes: the large ones are deleted with the unlock.
         expect(yield* write(Uint8Array.of(2))).toEqual([
-          "meta.tryLock",
-          "meta.getEntryView",
+          "meta.tryLock, getEntryView",
           "meta.set",
           "meta+data.unlock, delete",
         ]);
