@@ -41,14 +41,12 @@
  * holds is evicted under the key lock first, with an `expired` event);
  * `modify` and `update` read, decide and write under the key lock
  * (key-lock.ts); `remove` is `remove`. Calls to the cluster, with inline
- * bytes: a `read` is one `get`; a change is `tryLock` with `getEntryView`
- * (one socket write), then `set` of the record with `unlock` (another).
- * With bytes in `data`, a `read` is a `get` on each map, and a change that
- * writes new ones does their `set` before the record's; when it replaces
- * bytes there, the record's `set` goes alone and the old bytes' `delete`
- * goes with the `unlock` once the record no longer points at them. One
- * that keeps them does a `containsKey` of them (their max idle) before the
- * record's `set`. `readMany` is one `getAll` on `meta`
+ * bytes: a `read` is one `get`; a change is `tryLock`, `getEntryView`, `set`
+ * of the record, `unlock`. With bytes in `data`, a `read` is a `get` on each
+ * map, and a change that writes new ones does their `set` before the
+ * record's and `delete`s the old ones with the `unlock` (two calls in one
+ * socket write); one that keeps them does a `containsKey` of them (their
+ * max idle) instead of the `set`. `readMany` is one `getAll` on `meta`
  * (per member holding the keys), and one on `data` when some bytes are there.
  */
 import { randomUUID } from "node:crypto";
@@ -65,7 +63,7 @@ import type {
 } from "../store.js";
 import { bestEffort, type Cluster, MAX_ATTEMPTS, PARALLEL } from "./client.js";
 import { predicateOf } from "./filter.js";
-import { type KeyLock, makeKeyLocks } from "./key-lock.js";
+import { makeKeyLocks, type TimeLeft } from "./key-lock.js";
 import {
   asLong,
   INLINE_MAX_BYTES,
@@ -122,7 +120,7 @@ export const makeEntryStore = (
   "create" | "get" | "read" | "readMany" | "modify" | "update" | "remove" | "query"
 > => {
   const { onMeta, onData } = cluster;
-  const { serialized, withKeyLock, withKeyLockReading } = makeKeyLocks(cluster);
+  const { serialized, withKeyLock } = makeKeyLocks(cluster);
 
   const getUntouched = (address: string) =>
     Effect.gen(function* () {
@@ -297,7 +295,7 @@ export const makeEntryStore = (
         if (existing !== null && liveMeta(existing, at) === undefined) {
           // Past its TTL but not yet removed by the member: expire it now (an `expired`
           // event, like the member's own), then take the address.
-          existing = yield* withKeyLock(address, ({ timeLeft }) =>
+          existing = yield* withKeyLock(address, (timeLeft) =>
             Effect.gen(function* () {
               const current = yield* onMeta("get", (m) => m.get(address), yield* timeLeft);
               if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
@@ -335,7 +333,7 @@ export const makeEntryStore = (
     stored: StoredMeta,
     { record, data }: EntryChange,
     at: number,
-    { timeLeft, thenUnlock }: KeyLock,
+    timeLeft: TimeLeft,
   ): Effect.Effect<{ record: MemoryRecord; replaced?: string }, StoreUnavailable> => {
     if (record.address !== address) {
       return Effect.dieMessage(`a change of ${address} must keep its address`);
@@ -357,16 +355,15 @@ export const makeEntryStore = (
             ).pipe(Effect.as({ _data: oldKey }));
     return Effect.flatMap(storage, (storage) => {
       const value = json({ ...record, ...storage } satisfies StoredMeta);
-      if (oldKey === undefined || storage._data === oldKey) {
-        // Nothing to delete after the switch: the unlock goes with the write.
-        return thenUnlock("set", (m) => m.set(address, value, ttl, maxIdle)).pipe(
-          Effect.as({ record }),
-        );
-      }
-      // The replaced bytes are deleted with the unlock, once the record no longer points at them.
       return Effect.flatMap(timeLeft, (timeout) =>
         onMeta("set", (m) => m.set(address, value, ttl, maxIdle), timeout),
-      ).pipe(Effect.as({ record, replaced: oldKey }));
+      ).pipe(
+        Effect.as(
+          oldKey === undefined || storage._data === oldKey
+            ? { record }
+            : { record, replaced: oldKey },
+        ),
+      );
     });
   };
 
@@ -381,26 +378,26 @@ export const makeEntryStore = (
     decide: (current: StoredEntry) => Effect.Effect<EntryChange | undefined, E>,
   ) =>
     serialized(address)(
-      withKeyLockReading<
-        SimpleEntryView<string, HazelcastJsonValue> | null,
-        { record: MemoryRecord; replaced?: string } | undefined,
-        E
-      >(
+      withKeyLock<{ record: MemoryRecord; replaced?: string } | undefined, E>(
         address,
-        // Not touching: a change decided against is no access (a write touches anyway).
-        "getEntryView",
-        (m) => m.getEntryView(address),
-        (lock, view) =>
-          Effect.clockWith((clock) => {
-            const at = clock.unsafeCurrentTimeMillis();
-            const stored = liveMeta(view?.value ?? null, at);
-            if (view === null || stored === undefined) return Effect.succeed(undefined);
-            return Effect.flatMap(decide(untouchedEntry(view, stored, at)), (next) =>
-              next === undefined
-                ? Effect.succeed(undefined)
-                : writeChange(address, stored, next, at, lock),
-            );
-          }),
+        (timeLeft) =>
+          // Not touching: a change decided against is no access (a write touches anyway).
+          Effect.flatMap(timeLeft, (timeout) =>
+            onMeta("getEntryView", (m) => m.getEntryView(address), timeout),
+          ).pipe(
+            Effect.flatMap((view) =>
+              Effect.clockWith((clock) => {
+                const at = clock.unsafeCurrentTimeMillis();
+                const stored = liveMeta(view?.value ?? null, at);
+                if (view === null || stored === undefined) return Effect.succeed(undefined);
+                return Effect.flatMap(decide(untouchedEntry(view, stored, at)), (next) =>
+                  next === undefined
+                    ? Effect.succeed(undefined)
+                    : writeChange(address, stored, next, at, timeLeft),
+                );
+              }),
+            ),
+          ),
         (outcome) => outcome?.replaced,
       ),
     ).pipe(Effect.map((outcome) => outcome?.record));

@@ -16,23 +16,10 @@
  * member keeps the key locked until its lease ends (other instances'
  * writes to that address wait or fail with StoreUnavailable meanwhile).
  *
- * Round trips: a change sends its lock request (one that does not wait)
- * and its read of the record in one socket write, and its `set` and the
- * unlock in another, so a change of inline bytes is two round trips, not
- * four. That relies on the member running one connection's calls on one
- * partition (one key) in the order they came, which its threading model
- * does (one partition thread, in arrival order): the read runs under the
- * lock, the unlock after the write. The read along a refused lock request
- * is dropped: the change then waits for the lock and reads again. As with
- * any call here, a call the client repeats on its own (after the
- * partition moved, or a lost connection) or that timed out may still run
- * later, out of that order.
- *
  * Both bounds here are per call, not raced against the work: a timeout race
  * forks a fiber and a timer, which is a measurable part of a write's CPU.
  */
 import { Duration, Effect, Exit } from "effect";
-import type { HazelcastJsonValue, IMap } from "hazelcast-client";
 import { StoreUnavailable } from "../store.js";
 import { bestEffort, type Cluster, OP_TIMEOUT, timedOut } from "./client.js";
 
@@ -48,20 +35,6 @@ const CRITICAL_SECTION = Duration.seconds(8);
  * at most `OP_TIMEOUT`; fails once nothing is left.
  */
 export type TimeLeft = Effect.Effect<Duration.Duration, StoreUnavailable>;
-
-/** The key lock held. */
-export interface KeyLock {
-  readonly timeLeft: TimeLeft;
-  /**
-   * `op` (the last write of the critical section), with the unlock right
-   * behind it in the same socket write; its failure is only logged, as an
-   * unlock's.
-   */
-  readonly thenUnlock: (
-    what: string,
-    op: (meta: IMap<string, HazelcastJsonValue>) => Promise<unknown>,
-  ) => Effect.Effect<void, StoreUnavailable>;
-}
 
 /** Calls of this client on one address: the one running, and those waiting in turn. */
 interface Slot {
@@ -160,156 +133,63 @@ export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
 
   /**
    * Runs `effect` holding the member-side lock of the record's key (see the
-   * module comment), taken with `lock`. Each call `effect` makes takes its
-   * bound from the lock's `timeLeft`, so the whole stays within
-   * `CRITICAL_SECTION`. Unless `effect` unlocked with its last write
-   * (`thenUnlock`), the key is unlocked when it ends, however it ends;
-   * `garbage` names the bytes its result no longer refers to: they are
-   * deleted in the unlock's round trip.
+   * module comment). Each call `effect` makes takes its bound from
+   * `timeLeft`, so the whole stays within `CRITICAL_SECTION`. `garbage`
+   * names the bytes `effect`'s result no longer refers to: they are deleted
+   * in the unlock's round trip.
    */
-  const holding = <A, E>(
-    address: string,
-    locked: Effect.Effect<boolean, StoreUnavailable>,
-    effect: (lock: KeyLock) => Effect.Effect<A, E | StoreUnavailable>,
-    garbage: (result: A) => string | undefined,
-  ): Effect.Effect<A, E | StoreUnavailable> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(restore(locked), (ok): Effect.Effect<A, E | StoreUnavailable> => {
-        if (!ok) {
-          return Effect.fail(
-            new StoreUnavailable({
-              cause: new Error(
-                `${address} stayed locked by another mesh instance for ${KEY_LOCK_WAIT_MS} ms`,
-              ),
-            }),
-          );
-        }
-        return Effect.clockWith((clock) => {
-          const deadline = clock.unsafeCurrentTimeMillis() + CRITICAL_SECTION_MS;
-          const timeLeft: TimeLeft = Effect.suspend(() => {
-            const left = deadline - clock.unsafeCurrentTimeMillis();
-            return left <= 0
-              ? Effect.fail(timedOut("update", CRITICAL_SECTION)())
-              : Effect.succeed(left < OP_TIMEOUT_MS ? Duration.millis(left) : OP_TIMEOUT);
-          });
-          let unlockSent = false;
-          const lock: KeyLock = {
-            timeLeft,
-            thenUnlock: (what, op) =>
-              Effect.flatMap(timeLeft, (timeout) =>
-                onMeta(
-                  `${what}, unlock`,
-                  (m) => {
-                    let written: Promise<unknown>;
-                    try {
-                      written = op(m);
-                    } catch (error) {
-                      written = Promise.reject(error);
-                    }
-                    // Sent after `op`, in the same socket write (see the module comment).
-                    unlockSent = true;
-                    const unlocked = m.unlock(address).then(
-                      () => undefined,
-                      (error: unknown) => error ?? new Error("unlock failed"),
-                    );
-                    return Promise.all([written, unlocked]);
-                  },
-                  timeout,
-                ),
-              ).pipe(
-                Effect.flatMap(([, unlockError]) =>
-                  unlockError === undefined
-                    ? Effect.void
-                    : Effect.logDebug("memory store (hazelcast): unlock failed", unlockError),
-                ),
-              ),
-          };
-          return restore(effect(lock)).pipe(
-            Effect.onExit((exit) => {
-              if (unlockSent) return Effect.void;
-              const dataKey = Exit.isSuccess(exit) ? garbage(exit.value) : undefined;
-              return dataKey === undefined
-                ? bestEffort(
-                    "unlock",
-                    onMeta("unlock", (m) => m.unlock(address)),
-                  )
-                : bestEffort(
-                    "unlock, deleting replaced bytes",
-                    onMetaAndData("unlock, delete", (meta, data) =>
-                      Promise.all([meta.unlock(address), data.delete(dataKey)]),
-                    ),
-                  );
-            }),
-          );
-        });
-      }),
-    );
-
-  /** The lock of `address`, waiting on the member for another instance's hold of it (bounded). */
-  const tryLock = (address: string) =>
-    onMeta(
-      "tryLock",
-      (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS),
-      Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
-    );
-
-  /** `effect` holding the key's lock: see `holding`. */
   const withKeyLock = <A, E>(
     address: string,
-    effect: (lock: KeyLock) => Effect.Effect<A, E | StoreUnavailable>,
-    garbage: (result: A) => string | undefined = () => undefined,
-  ): Effect.Effect<A, E | StoreUnavailable> => holding(address, tryLock(address), effect, garbage);
-
-  /**
-   * `withKeyLock` whose effect starts with a read (`first`, named `what`):
-   * the read goes right behind a lock request that does not wait, in the
-   * same socket write, and is used when that request got the lock (the
-   * member ran the read after it, see the module comment). Held by another
-   * instance: the waiting lock request, then the read, one after the other.
-   */
-  const withKeyLockReading = <F, A, E>(
-    address: string,
-    what: string,
-    first: (meta: IMap<string, HazelcastJsonValue>) => Promise<F>,
-    effect: (lock: KeyLock, first: F) => Effect.Effect<A, E | StoreUnavailable>,
+    effect: (timeLeft: TimeLeft) => Effect.Effect<A, E | StoreUnavailable>,
     garbage: (result: A) => string | undefined = () => undefined,
   ): Effect.Effect<A, E | StoreUnavailable> =>
-    Effect.suspend(() => {
-      // Per run: what came with the lock.
-      let read: F | undefined;
-      let readWithLock = false;
-      const locked = Effect.flatMap(
-        onMeta(`tryLock, ${what}`, (m) =>
-          Promise.all([
-            m.tryLock(address, 0, KEY_LOCK_LEASE_MS),
-            // A failed read is made again under the lock.
-            first(m).then(
-              (value) => ({ value }),
-              () => undefined,
-            ),
-          ]),
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        restore(
+          onMeta(
+            "tryLock",
+            (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS),
+            Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
+          ),
         ),
-        ([at, first]) => {
-          if (!at) return tryLock(address);
-          if (first !== undefined) {
-            read = first.value;
-            readWithLock = true;
+        (locked): Effect.Effect<A, E | StoreUnavailable> => {
+          if (!locked) {
+            return Effect.fail(
+              new StoreUnavailable({
+                cause: new Error(
+                  `${address} stayed locked by another mesh instance for ${KEY_LOCK_WAIT_MS} ms`,
+                ),
+              }),
+            );
           }
-          return Effect.succeed(true);
+          return Effect.clockWith((clock) => {
+            const deadline = clock.unsafeCurrentTimeMillis() + CRITICAL_SECTION_MS;
+            const timeLeft: TimeLeft = Effect.suspend(() => {
+              const left = deadline - clock.unsafeCurrentTimeMillis();
+              return left <= 0
+                ? Effect.fail(timedOut("update", CRITICAL_SECTION)())
+                : Effect.succeed(left < OP_TIMEOUT_MS ? Duration.millis(left) : OP_TIMEOUT);
+            });
+            return restore(effect(timeLeft)).pipe(
+              Effect.onExit((exit) => {
+                const dataKey = Exit.isSuccess(exit) ? garbage(exit.value) : undefined;
+                return dataKey === undefined
+                  ? bestEffort(
+                      "unlock",
+                      onMeta("unlock", (m) => m.unlock(address)),
+                    )
+                  : bestEffort(
+                      "unlock, deleting replaced bytes",
+                      onMetaAndData("unlock, delete", (meta, data) =>
+                        Promise.all([meta.unlock(address), data.delete(dataKey)]),
+                      ),
+                    );
+              }),
+            );
+          });
         },
-      );
-      return holding(
-        address,
-        locked,
-        (lock) =>
-          readWithLock
-            ? effect(lock, read as F)
-            : Effect.flatMap(lock.timeLeft, (timeout) => onMeta(what, first, timeout)).pipe(
-                Effect.flatMap((value) => effect(lock, value)),
-              ),
-        garbage,
-      );
-    });
+      ),
+    );
 
-  return { serialized, withKeyLock, withKeyLockReading };
+  return { serialized, withKeyLock };
 };
