@@ -1,15 +1,23 @@
 /**
  * A driver call (a promise) as an Effect, bounded in time. The backends' hot
  * paths make one of these per operation, so it is a single `Effect.async`
- * with two timers rather than `tryPromise` + `retry` + `timeoutFail`: those
- * fork a fiber and race a scheduled sleep on every call, which measured
- * about a third of the CPU of a MemoryManager Read on Hazelcast (bench/).
+ * with one timer (two while it waits to try again) rather than `tryPromise`
+ * + `retry` + `timeoutFail`: those fork a fiber and race a scheduled sleep
+ * on every call, which measured about a third of the CPU of a MemoryManager
+ * Read on Hazelcast (bench/). The call is made in the same turn, with no
+ * promise in between.
  */
 import { Duration, Effect } from "effect";
 
 export interface BoundedCall<A, E> {
   /** The call; `signal` aborts when it is given up (timed out or interrupted). */
   readonly op: (signal: AbortSignal) => Promise<A>;
+  /**
+   * False when `op` never reads its signal: it then gets one that never
+   * aborts, and no AbortController is made (one per call cost about as much
+   * as the rest of this).
+   */
+  readonly abortable?: false;
   readonly timeout: Duration.DurationInput;
   /** The failure when the bound passes, given the last error an attempt had (if any). */
   readonly onTimeout: (lastError: unknown) => E;
@@ -19,45 +27,57 @@ export interface BoundedCall<A, E> {
   readonly retryAfter?: (error: unknown) => number | undefined;
 }
 
+const NEVER_ABORTED = new AbortController().signal;
+
 export const boundedCall = <A, E>(call: BoundedCall<A, E>): Effect.Effect<A, E> =>
   Effect.async<A, E>((resume) => {
-    const controller = new AbortController();
+    const controller = call.abortable === false ? undefined : new AbortController();
+    const signal = controller?.signal ?? NEVER_ABORTED;
     let settled = false;
     let lastError: unknown;
     let retry: ReturnType<typeof setTimeout> | undefined;
     const stop = () => {
       settled = true;
       clearTimeout(bound);
-      clearTimeout(retry);
+      if (retry !== undefined) clearTimeout(retry);
     };
-    const settle = (result: Effect.Effect<A, E>, giveUp = false) => {
+    const bound = setTimeout(() => {
       if (settled) return;
       stop();
-      if (giveUp) controller.abort();
-      resume(result);
+      controller?.abort();
+      resume(Effect.fail(call.onTimeout(lastError)));
+    }, Duration.toMillis(call.timeout));
+    const succeeded = (value: A) => {
+      if (settled) return;
+      stop();
+      resume(Effect.succeed(value));
     };
-    const bound = setTimeout(
-      () => settle(Effect.fail(call.onTimeout(lastError)), true),
-      Duration.toMillis(call.timeout),
-    );
+    const failed = (error: unknown) => {
+      if (settled) return;
+      lastError = error;
+      const delay = call.retryAfter?.(error);
+      if (delay !== undefined) {
+        retry = setTimeout(attempt, delay);
+        return;
+      }
+      stop();
+      resume(call.onError(error));
+    };
     const attempt = () => {
-      // Inside `then`: a call that throws synchronously is a rejection like any other.
-      Promise.resolve(controller.signal)
-        .then(call.op)
-        .then(
-          (value) => settle(Effect.succeed(value)),
-          (error: unknown) => {
-            lastError = error;
-            const delay = settled ? undefined : call.retryAfter?.(error);
-            if (delay === undefined) settle(call.onError(error));
-            else retry = setTimeout(attempt, delay);
-          },
-        );
+      retry = undefined;
+      let sent: Promise<A>;
+      try {
+        sent = call.op(signal);
+      } catch (error) {
+        // A call that throws synchronously is a rejection like any other.
+        sent = Promise.reject(error);
+      }
+      sent.then(succeeded, failed);
     };
     attempt();
     return Effect.sync(() => {
       if (settled) return;
       stop();
-      controller.abort();
+      controller?.abort();
     });
   });

@@ -93,28 +93,8 @@ const VALID_TEXT = new RegExp(
 /** Parses the canonical text form, naming every bad segment. */
 export const parseText = (field: string, text: string): Effect.Effect<Address, InvalidArgument> => {
   const parts = text.split(":");
-  if (VALID_TEXT.test(text)) {
-    const [executionId, flowId, stepType, branchPath, stepId, dataType, additionalInfo = ""] =
-      parts as [string, string, Address["stepType"], string, string, string, string?];
-    return Effect.succeed({
-      executionId,
-      flowId,
-      stepType,
-      branchPath,
-      stepId,
-      dataType,
-      additionalInfo,
-    });
-  }
-  if (parts.length < 6 || parts.length > 7) {
-    return invalid(
-      field,
-      `must have 6 or 7 ':'-separated segments (${SEGMENTS.join(":")}), found ${parts.length}`,
-    );
-  }
   const [executionId, flowId, stepType, branchPath, stepId, dataType, additionalInfo = ""] =
     parts as [string, string, string, string, string, string, string?];
-  const known = (STEP_TYPES as ReadonlyArray<string>).includes(stepType);
   const address = {
     executionId,
     flowId,
@@ -124,6 +104,14 @@ export const parseText = (field: string, text: string): Effect.Effect<Address, I
     dataType,
     additionalInfo,
   } as Address;
+  if (VALID_TEXT.test(text)) return Effect.succeed(address);
+  if (parts.length < 6 || parts.length > 7) {
+    return invalid(
+      field,
+      `must have 6 or 7 ':'-separated segments (${SEGMENTS.join(":")}), found ${parts.length}`,
+    );
+  }
+  const known = (STEP_TYPES as ReadonlyArray<string>).includes(stepType);
   const extra =
     parts.length === 7 && additionalInfo === ""
       ? [{ field: `${field}.additional_info`, description: "must not be empty when present" }]

@@ -41,6 +41,7 @@ import {
   SplitBrainProtectionError,
   TargetDisconnectedError,
 } from "hazelcast-client";
+import { boundedCall } from "../../common/bounded.js";
 import { StoreUnavailable } from "../store.js";
 
 export interface HazelcastMemoryStoreOptions {
@@ -97,80 +98,38 @@ export const timedOut = (what: string, after: Duration.Duration) => () =>
 /** Pause between attempts of a call the client refused for want of a connection. */
 const OFFLINE_RETRY_MS = 100;
 
+/** Until its first connection the client refuses calls: those are tried again after this. */
+const offlineRetry = (error: unknown) =>
+  error instanceof ClientOfflineError ? OFFLINE_RETRY_MS : undefined;
+
+const unavailableOrDefect = (error: unknown) =>
+  isUnavailable(error) ? Effect.fail(new StoreUnavailable({ cause: error })) : Effect.die(error);
+
 /**
  * One call to the cluster, bounded in time; everything building the request
  * belongs in `op`. Until its first connection the client refuses calls
  * before sending anything (ClientOfflineError): those are repeated until the
  * bound, so a call made just after start-up goes through, and one made while
  * the cluster is away fails after the bound (as calls after a disconnect do,
- * which the client itself retries).
- *
- * What common/bounded.ts's `boundedCall` does, minus what these calls never
- * use: no AbortSignal (the client's calls take none) and no promise hop
- * before the request is built. A Read makes one of these and a Write four;
- * alone in a loop, one cost about 15 µs of CPU as `boundedCall` and 5 µs
- * here. Interrupted or timed out, a call stops its retries; what was sent
- * may still take effect.
+ * which the client itself retries). The client's calls take no signal:
+ * interrupted or timed out, a call stops its retries; what was sent may
+ * still take effect.
  */
 const call = <A>(
   what: string,
   op: () => Promise<A>,
   timeout: Duration.Duration = OP_TIMEOUT,
 ): Effect.Effect<A, StoreUnavailable> =>
-  Effect.async<A, StoreUnavailable>((resume) => {
-    let settled = false;
-    let lastError: unknown;
-    let retry: ReturnType<typeof setTimeout> | undefined;
-    const stop = () => {
-      settled = true;
-      clearTimeout(bound);
-      if (retry !== undefined) clearTimeout(retry);
-    };
-    const bound = setTimeout(() => {
-      if (settled) return;
-      stop();
-      resume(
-        Effect.fail(
-          lastError instanceof ClientOfflineError
-            ? new StoreUnavailable({ cause: lastError })
-            : timedOut(what, timeout)(),
-        ),
-      );
-    }, Duration.toMillis(timeout));
-    const succeeded = (value: A) => {
-      if (settled) return;
-      stop();
-      resume(Effect.succeed(value));
-    };
-    const failed = (error: unknown) => {
-      if (settled) return;
-      lastError = error;
-      if (error instanceof ClientOfflineError) {
-        retry = setTimeout(attempt, OFFLINE_RETRY_MS);
-        return;
-      }
-      stop();
-      resume(
-        isUnavailable(error)
-          ? Effect.fail(new StoreUnavailable({ cause: error }))
-          : Effect.die(error),
-      );
-    };
-    const attempt = () => {
-      retry = undefined;
-      let sent: Promise<A>;
-      try {
-        sent = op();
-      } catch (error) {
-        // A call that throws synchronously is a rejection like any other.
-        sent = Promise.reject(error);
-      }
-      sent.then(succeeded, failed);
-    };
-    attempt();
-    return Effect.sync(() => {
-      if (!settled) stop();
-    });
+  boundedCall({
+    op,
+    abortable: false,
+    timeout,
+    onTimeout: (lastError) =>
+      lastError instanceof ClientOfflineError
+        ? new StoreUnavailable({ cause: lastError })
+        : timedOut(what, timeout)(),
+    onError: unavailableOrDefect,
+    retryAfter: offlineRetry,
   });
 
 /** Best effort: a failure only leaves garbage that expires by itself. */
