@@ -3,7 +3,7 @@
  * go on this broker, without the mesh. kafkajs (the adapter's driver) against
  * `@platformatic/kafka` (pure JS, built for throughput), on the records the
  * pairs use (1 KiB values, keys `k0`…`k63`, 3 partitions), each with no
- * headers (as the pairs' kafkajs side writes them) and with the eight
+ * headers (as the produce pairs' kafkajs side writes them) and with the eight
  * CloudEvents headers every mesh record carries:
  *
  * - produce: 16 concurrent callers each sending 100 records at a time
