@@ -87,36 +87,39 @@ export const makeMemory = (
 
   /** Isolation: a branch writes only its own addresses. */
   const mayWrite = (acting: string, a: Address) =>
-    Effect.gen(function* () {
-      if (acting === "") return;
-      yield* V.check(branchPathViolations("acting_branch", acting));
-      if (acting !== a.branchPath) {
-        return yield* Effect.fail(
-          new PermissionDenied({
-            message: `branch ${acting} may only write its own addresses, not ${a.branchPath}'s`,
-            code: "AUTHENTICATION_ERROR.BRANCH_ISOLATION",
-            metadata: { acting_branch: acting, branch_path: a.branchPath },
-          }),
-        );
-      }
-      yield* branchAcceptsWrites(a.executionId, acting);
-    });
+    // No acting branch (nearly every call): nothing to check, no generator run.
+    acting === ""
+      ? Effect.void
+      : Effect.gen(function* () {
+          yield* V.check(branchPathViolations("acting_branch", acting));
+          if (acting !== a.branchPath) {
+            return yield* Effect.fail(
+              new PermissionDenied({
+                message: `branch ${acting} may only write its own addresses, not ${a.branchPath}'s`,
+                code: "AUTHENTICATION_ERROR.BRANCH_ISOLATION",
+                metadata: { acting_branch: acting, branch_path: a.branchPath },
+              }),
+            );
+          }
+          yield* branchAcceptsWrites(a.executionId, acting);
+        });
 
   /** Isolation: a branch reads its own and its ancestors' addresses, never a sibling's or a child's. */
   const mayRead = (acting: string, a: Address) =>
-    Effect.gen(function* () {
-      if (acting === "") return;
-      yield* V.check(branchPathViolations("acting_branch", acting));
-      if (!isWithin(acting, a.branchPath)) {
-        return yield* Effect.fail(
-          new PermissionDenied({
-            message: `branch ${acting} may not read ${a.branchPath}'s memory (only its own and its ancestors')`,
-            code: "AUTHENTICATION_ERROR.BRANCH_ISOLATION",
-            metadata: { acting_branch: acting, branch_path: a.branchPath },
-          }),
-        );
-      }
-    });
+    acting === ""
+      ? Effect.void
+      : Effect.gen(function* () {
+          yield* V.check(branchPathViolations("acting_branch", acting));
+          if (!isWithin(acting, a.branchPath)) {
+            return yield* Effect.fail(
+              new PermissionDenied({
+                message: `branch ${acting} may not read ${a.branchPath}'s memory (only its own and its ancestors')`,
+                code: "AUTHENTICATION_ERROR.BRANCH_ISOLATION",
+                metadata: { acting_branch: acting, branch_path: a.branchPath },
+              }),
+            );
+          }
+        });
 
   const load = (address: string, touch: boolean) =>
     store
@@ -266,10 +269,7 @@ export const makeMemory = (
           owner("owner", req.owner),
           V.maxLength("content_type", req.contentType, 255),
         );
-        return Effect.zipRight(
-          req.actingBranch === "" ? checks : Effect.zipRight(checks, mayWrite(req.actingBranch, a)),
-          change,
-        );
+        return Effect.zipRight(Effect.zipRight(checks, mayWrite(req.actingBranch, a)), change);
       }),
     );
 
@@ -308,9 +308,7 @@ export const makeMemory = (
                 }),
               ),
         );
-        return req.actingBranch === ""
-          ? found
-          : Effect.zipRight(mayRead(req.actingBranch, a), found);
+        return Effect.zipRight(mayRead(req.actingBranch, a), found);
       }),
     );
 

@@ -286,28 +286,32 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       throw new ConnectError(`parse binary: ${(e as Error).message}`, Code.Internal);
     }
   };
-  /** An answer's wire bytes: the service's own encoder's when it has one for it, else `toBinary`'s. */
-  const encode = (method: DescMethod, message: unknown, fast: ServedService["encode"]) =>
-    asBuffer(
-      fast?.(method, message) ??
-        toBinary(
-          method.output,
-          isMessage(message, method.output)
-            ? message
-            : create(method.output, message as MessageShape<typeof method.output>),
-        ),
-    );
+  /**
+   * A method's answers as wire bytes: the service's own encoder's when it
+   * has one for the answer, else `toBinary`'s.
+   */
+  const encoderOf =
+    (method: DescMethod, fast: ServedService["encode"]) =>
+    (message: unknown): Buffer =>
+      asBuffer(
+        fast?.(method, message) ??
+          toBinary(
+            method.output,
+            isMessage(message, method.output)
+              ? message
+              : create(method.output, message as MessageShape<typeof method.output>),
+          ),
+      );
 
   /** Writes a stream of answers with backpressure, then the status. */
   const writeAll = async (
-    method: DescMethod,
     call: grpc.ServerWritableStream<Buffer, Buffer> | grpc.ServerDuplexStream<Buffer, Buffer>,
     answers: AsyncIterable<unknown>,
     ctx: HandlerContext,
-    fast: ServedService["encode"],
+    encode: (message: unknown) => Buffer,
   ) => {
     for await (const answer of answers) {
-      if (!call.write(encode(method, answer, fast)) && !ctx.signal.aborted)
+      if (!call.write(encode(answer)) && !ctx.signal.aborted)
         await drainedOrAborted(call, ctx.signal);
     }
     call.end();
@@ -316,7 +320,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
   const handlerOf = (
     method: DescMethod,
     impl: (...args: never[]) => unknown,
-    fast: ServedService["encode"],
+    encode: (message: unknown) => Buffer,
   ) => {
     const run = impl as (req: unknown, ctx: HandlerContext) => unknown;
     switch (method.methodKind) {
@@ -329,7 +333,7 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           if (started === undefined) return;
           const { ctx, finish, failed } = started;
           const answer = (message: unknown) => {
-            callback(null, encode(method, message, fast));
+            callback(null, encode(message));
             finish(OK);
           };
           // An implementation that answers at once is answered in this turn, with no promise.
@@ -352,11 +356,10 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           Promise.resolve()
             .then(() =>
               writeAll(
-                method,
                 call,
                 run(decode(method.input, call.request), ctx) as AsyncIterable<unknown>,
                 ctx,
-                fast,
+                encode,
               ),
             )
             .then(() => finish(OK), failed);
@@ -384,8 +387,8 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           Promise.resolve()
             .then(async () => {
               const answer = run(requests, ctx);
-              if (bidi) await writeAll(method, call, answer as AsyncIterable<unknown>, ctx, fast);
-              else callback?.(null, encode(method, await answer, fast));
+              if (bidi) await writeAll(call, answer as AsyncIterable<unknown>, ctx, encode);
+              else callback?.(null, encode(await answer));
             })
             .then(() => finish(OK), failed);
         };
@@ -421,7 +424,11 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
         responseDeserialize: (b: Buffer) => b,
         originalName: method.localName,
       };
-      handlers[method.name] = handlerOf(method, fn.bind(impl), fast) as grpc.UntypedHandleCall;
+      handlers[method.name] = handlerOf(
+        method,
+        fn.bind(impl),
+        encoderOf(method, fast),
+      ) as grpc.UntypedHandleCall;
     }
     server.addService(definition, handlers);
   }

@@ -259,11 +259,6 @@ export const makeEntryStore = (
     ).pipe(Effect.as(key));
   };
 
-  /** Small bytes, kept in their record. */
-  const inlineStorage = (data: Uint8Array): Storage => ({
-    _inline: Buffer.from(data.buffer, data.byteOffset, data.length).toString("base64"),
-  });
-
   /**
    * Where a version's bytes go: inline in the record, or (large ones) first
    * to `data` under a fresh key nobody else knows, so the record is complete
@@ -276,7 +271,9 @@ export const makeEntryStore = (
     timeout?: Duration.Duration,
   ): Effect.Effect<Storage, StoreUnavailable> =>
     data.length <= INLINE_MAX_BYTES
-      ? Effect.succeed(inlineStorage(data))
+      ? Effect.succeed({
+          _inline: Buffer.from(data.buffer, data.byteOffset, data.length).toString("base64"),
+        })
       : Effect.map(putData(record, data, at, timeout), (key) => ({ _data: key }));
 
   const create = (record: MemoryRecord) =>
@@ -321,12 +318,6 @@ export const makeEntryStore = (
       }),
     );
 
-  /**
-   * The entry's next version, as `decide` makes it from the live one
-   * (undefined: left as it is), under the key lock; gives the record
-   * written. The replaced bytes go with the unlock: the record no longer
-   * points at them.
-   */
   /** Writes `next` over `stored` (read under the key lock at `at`); gives the record written. */
   const writeChange = (
     address: string,
@@ -344,9 +335,7 @@ export const makeEntryStore = (
     const oldKey = stored._data;
     const storage: Effect.Effect<Storage, StoreUnavailable> =
       data !== undefined
-        ? data.length <= INLINE_MAX_BYTES
-          ? Effect.succeed(inlineStorage(data))
-          : Effect.flatMap(timeLeft, (timeout) => storageOf(record, data, at, timeout))
+        ? Effect.flatMap(timeLeft, (timeout) => storageOf(record, data, at, timeout))
         : oldKey === undefined
           ? Effect.succeed({ _inline: stored._inline ?? "" })
           : // The bytes stay; restart their max idle with the record's.
