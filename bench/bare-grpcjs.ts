@@ -10,6 +10,12 @@
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { Client } from "hazelcast-client";
+import { MongoClient } from "mongodb";
+import {
+  DataStoreService,
+  GetEntityRequestSchema,
+  GetEntityResponseSchema,
+} from "../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import {
   MemoryManagerService,
   ReadRequestSchema,
@@ -72,6 +78,44 @@ server.addService(
     },
   },
 );
+const mongoUri = process.env.FO_MONGODB_URI;
+if (mongoUri !== undefined) {
+  const entities = new MongoClient(mongoUri, { maxPoolSize: 50 })
+    .db(process.env.FO_MONGODB_DATABASE)
+    .collection<{ _id: string; [field: string]: unknown }>("entities");
+  const seconds = (ms: number) => ({
+    seconds: BigInt(Math.floor(ms / 1000)),
+    nanos: (ms % 1000) * 1e6,
+  });
+  server.addService(
+    { GetEntity: unary(`/${DataStoreService.typeName}/GetEntity`) },
+    {
+      GetEntity: async (
+        call: grpc.ServerUnaryCall<Buffer, Buffer>,
+        cb: grpc.sendUnaryData<Buffer>,
+      ) => {
+        const { kind, id } = fromBinary(GetEntityRequestSchema, call.request);
+        const d = await entities.findOne({ _id: `${kind}:${id}` });
+        if (d === null) return cb({ code: grpc.status.NOT_FOUND, details: "not found" });
+        const entity = {
+          kind,
+          id,
+          document: d.doc as never,
+          labels: d.labels as Record<string, string>,
+          version: BigInt(d.version as number),
+          createTime: seconds(d.createTime as number),
+          updateTime: seconds(d.updateTime as number),
+        };
+        cb(
+          null,
+          Buffer.from(
+            toBinary(GetEntityResponseSchema, create(GetEntityResponseSchema, { entity })),
+          ),
+        );
+      },
+    },
+  );
+}
 const port = await new Promise<number>((resolve, reject) =>
   server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (e, p) =>
     e ? reject(e) : resolve(p),

@@ -11,7 +11,7 @@ import { MongoClient } from "mongodb";
 import { DataStoreService } from "../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { status } from "../test/infra/index.js";
 import { comparePair, type PairGroup } from "./harness.js";
-import { nativePort, startMesh } from "./servers.js";
+import { nativePort, startBareGrpcJs, startMesh } from "./servers.js";
 import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 /** The mesh adapter's maxPoolSize (src/datastore/mongodb.ts). */
@@ -28,6 +28,11 @@ export const datastore: PairGroup = {
       { FO_MONGODB_URI: infra.mongodbUri, FO_MONGODB_DATABASE: database },
       profileDir,
     );
+    // The floor: a bare grpc-js server whose GetEntity handler is one findOne (bench/bare-grpcjs.ts).
+    const bare = await startBareGrpcJs({
+      FO_MONGODB_URI: infra.mongodbUri,
+      FO_MONGODB_DATABASE: database,
+    });
     const direct = new MongoClient(infra.mongodbUri, {
       maxPoolSize: POOL,
       serverSelectionTimeoutMS: 2000,
@@ -49,6 +54,15 @@ export const datastore: PairGroup = {
       // process's (the driver's on one side, the gRPC client's on the other).
       const ferretdb = (await status()).find((b) => b.name === "ferretdb")?.pid;
       const cpuAlso = [...(ferretdb === undefined ? [] : [ferretdb]), process.pid];
+      const findOne = nodeSide({
+        label: "direct findOne",
+        tool: "Node: mongodb driver",
+        cpuAlso,
+        call: async () => {
+          if ((await entities.findOne({ _id: "bench:doc-1" })) === null)
+            throw new Error("seed document missing");
+        },
+      });
       const result = await comparePair(
         "DataStore: GetEntity 1 KiB",
         nodeSide({
@@ -58,15 +72,19 @@ export const datastore: PairGroup = {
           cpuAlso,
           call: () => client.getEntity({ kind: "bench", id: "doc-1" }),
         }),
+        findOne,
+      );
+      const bareClient = createClient(DataStoreService, createGrpcTransport({ baseUrl: bare.url }));
+      const floor = await comparePair(
+        "Floor: GetEntity via a bare grpc-js server",
         nodeSide({
-          label: "direct findOne",
-          tool: "Node: mongodb driver",
+          label: "bare grpc-js GetEntity",
+          tool: NODE_CLIENT,
+          pids: [bare.pid],
           cpuAlso,
-          call: async () => {
-            if ((await entities.findOne({ _id: "bench:doc-1" })) === null)
-              throw new Error("seed document missing");
-          },
+          call: () => bareClient.getEntity({ kind: "bench", id: "doc-1" }),
         }),
+        findOne,
       );
       return [
         {
@@ -75,8 +93,14 @@ export const datastore: PairGroup = {
           target: { maxAddedP50: 0.15, minRatio: 0.5 },
           note: "CPU counts every process each call runs in: FerretDB and the bench process on both sides (it makes the driver call on one, the gRPC call on the other), and the mesh; peak RSS is the mesh's.",
         },
+        {
+          name: "Floor: GetEntity via a bare grpc-js server",
+          result: floor,
+          note: "Context, no target: the least a gRPC hop in front of the driver costs here. bench/bare-grpcjs.ts answers GetEntity with one findOne and the entity built from the stored fields: no checks, no Effect, no telemetry. Called and charged as the mesh side above.",
+        },
       ];
     } finally {
+      await bare.stop();
       await mesh.stop();
       await direct
         .db(database)
