@@ -7,9 +7,23 @@
  * entry of `BARE_READ_BYTES` bytes (what the embedded store answers from
  * memory). Run as its own process. Prints one line: "listening on <url>".
  */
+
+import { randomUUID } from "node:crypto";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
+import { ROOT_CONTEXT, SpanKind, type TextMapGetter } from "@opentelemetry/api";
+import { W3CTraceContextPropagator } from "@opentelemetry/core";
+import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
+import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
+import {
+  MessagesStreamModes,
+  Consumer as PlatformaticConsumer,
+  Producer as PlatformaticProducer,
+  stringDeserializer,
+  stringSerializer,
+} from "@platformatic/kafka";
 import { Client } from "hazelcast-client";
+import { Kafka, logLevel } from "kafkajs";
 import { MongoClient } from "mongodb";
 import {
   DataStoreService,
@@ -22,10 +36,21 @@ import {
   ReadResponseSchema,
 } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import {
+  ConsumeRequestSchema,
+  ConsumeResponseSchema,
+  MessageBusService,
+  PublishBatchRequestSchema,
+  PublishBatchResponseSchema,
+  PublishEventRequestSchema,
+  PublishEventResponseSchema,
+} from "../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
+import type { Envelope } from "../gen/floworchestrator/messaging/v1/message_pb.js";
+import {
   Health,
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../gen/grpc/health/v1/health_pb.js";
+import { makeTopics } from "../src/messaging/topics.js";
 
 const members = process.env.FO_HAZELCAST_MEMBERS;
 const map =
@@ -57,10 +82,48 @@ const unary = (path: string) => ({
   responseDeserialize: pass,
 });
 
+/**
+ * With `BARE_OTLP_ENDPOINT`, Health/Check is traced as cheaply as the OTel SDK allows (the
+ * floor of the tracing pair): the caller's traceparent extracted, one server span with the
+ * RPC attributes and status code, a batch processor exporting OTLP/HTTP protobuf.
+ */
+const otlp = process.env.BARE_OTLP_ENDPOINT;
+const tracer =
+  otlp === undefined
+    ? undefined
+    : new BasicTracerProvider({
+        spanProcessors: [
+          new BatchSpanProcessor(new OTLPTraceExporter({ url: `${otlp}/v1/traces` })),
+        ],
+      }).getTracer("bare-grpcjs");
+const propagator = new W3CTraceContextPropagator();
+const fromMetadata: TextMapGetter<grpc.Metadata> = {
+  keys: (m) => Object.keys(m.getMap()),
+  get: (m, key) => m.get(key).map(String),
+};
 const server = new grpc.Server();
 server.addService(
   { Check: unary(`/${Health.typeName}/Check`) },
-  { Check: (_call: unknown, callback: grpc.sendUnaryData<Buffer>) => callback(null, serving) },
+  {
+    Check: (call: grpc.ServerUnaryCall<Buffer, Buffer>, callback: grpc.sendUnaryData<Buffer>) => {
+      if (tracer === undefined) return callback(null, serving);
+      const span = tracer.startSpan(
+        `${Health.typeName}/Check`,
+        {
+          kind: SpanKind.SERVER,
+          attributes: {
+            "rpc.system": "grpc",
+            "rpc.service": Health.typeName,
+            "rpc.method": "Check",
+          },
+        },
+        propagator.extract(ROOT_CONTEXT, call.metadata, fromMetadata),
+      );
+      callback(null, serving);
+      span.setAttribute("rpc.grpc.status_code", 0);
+      span.end();
+    },
+  },
 );
 server.addService(
   { Read: unary(`/${MemoryManagerService.typeName}/Read`) },
@@ -112,6 +175,235 @@ if (mongoUri !== undefined) {
             toBinary(GetEntityResponseSchema, create(GetEntityResponseSchema, { entity })),
           ),
         );
+      },
+    },
+  );
+}
+const kafkaBrokers = process.env.FO_KAFKA_BROKERS;
+if (kafkaBrokers !== undefined) {
+  const kafka = new Kafka({ brokers: kafkaBrokers.split(","), logLevel: logLevel.NOTHING });
+  const topic = process.env.BARE_KAFKA_TOPIC ?? "bench-bare";
+  const platformatic = process.env.BARE_KAFKA_CLIENT === "platformatic";
+  /** Deliveries one Consume response carries at most (the mesh sides' max_in_flight). */
+  const IN_FLIGHT = 1000;
+  /**
+   * kafkajs by default, as the produce pairs' kafkajs side: idempotent, acks from all replicas,
+   * key and value only. With `BARE_KAFKA_CLIENT=platformatic`, the fastest Kafka client for Node
+   * writing the records the mesh writes: the CloudEvents headers too.
+   */
+  const produce: (envelopes: ReadonlyArray<Envelope>) => Promise<number> = platformatic
+    ? await (async () => {
+        const producer = new PlatformaticProducer({
+          clientId: "bare-grpcjs",
+          bootstrapBrokers: kafkaBrokers.split(","),
+          idempotent: true,
+          acks: -1,
+          serializers: {
+            key: stringSerializer,
+            headerKey: stringSerializer,
+            headerValue: stringSerializer,
+          },
+        });
+        return async (envelopes) => {
+          const time = new Date().toISOString();
+          const sent = await producer.send({
+            messages: envelopes.map((e) => ({
+              topic,
+              key: e.partitionKey,
+              value: Buffer.from(e.payload),
+              headers: {
+                "content-type": e.contentType,
+                ce_id: randomUUID(),
+                ce_time: time,
+                ce_type: e.messageType,
+                ce_source: "floworchestrator-mesh",
+                ce_specversion: "1.0",
+                ce_partitionkey: e.partitionKey,
+                ce_messagekind: "event",
+              },
+            })),
+          });
+          return sent.offsets?.[0]?.partition ?? 0;
+        };
+      })()
+    : await (async () => {
+        const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+        await producer.connect();
+        return async (envelopes) => {
+          const stored = await producer.send({
+            topic,
+            acks: -1,
+            messages: envelopes.map((e) => ({
+              key: e.partitionKey,
+              value: Buffer.from(e.payload),
+            })),
+          });
+          return stored[0]?.partition ?? 0;
+        };
+      })();
+  // Neither client reports where each record went, only each partition's first offset.
+  const send = async (envelopes: ReadonlyArray<Envelope>) => {
+    const partition = await produce(envelopes);
+    return envelopes.map((e) => ({ messageId: e.messageId, topic, partition }));
+  };
+  /** kafkajs: eachBatch, each fetched partition batch one response, committed once settled. */
+  const consumeKafkajs = async (
+    group: string,
+    from: string,
+    subscribed: () => void,
+    write: (deliveries: ReadonlyArray<Record<string, unknown>>) => Promise<void>,
+  ) => {
+    const consumer = kafka.consumer({ groupId: group, maxWaitTimeInMs: 100 });
+    await consumer.connect();
+    await consumer.subscribe({ topic: from, fromBeginning: true });
+    consumer.on(consumer.events.GROUP_JOIN, subscribed);
+    await consumer.run({
+      autoCommit: false,
+      partitionsConsumedConcurrently: 3,
+      eachBatch: async ({ batch }) => {
+        await write(
+          batch.messages.map((m) => ({
+            deliveryId: `${batch.partition}:${m.offset}`,
+            attempt: 1,
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: BigInt(m.offset),
+            message: { partitionKey: m.key?.toString() ?? "", payload: m.value ?? Buffer.alloc(0) },
+          })),
+        );
+        await consumer.commitOffsets([
+          {
+            topic: batch.topic,
+            partition: batch.partition,
+            offset: String(Number(batch.lastOffset()) + 1),
+          },
+        ]);
+      },
+    });
+    return () => consumer.disconnect();
+  };
+  /**
+   * platformatic: its message stream (headers read as strings, as the mesh needs them); what
+   * arrived in one turn of the event loop goes out as one response (at most IN_FLIGHT), the
+   * stream paused until it is settled and committed.
+   */
+  const consumePlatformatic = async (
+    group: string,
+    from: string,
+    subscribed: () => void,
+    write: (deliveries: ReadonlyArray<Record<string, unknown>>) => Promise<void>,
+  ) => {
+    const consumer = new PlatformaticConsumer({
+      clientId: "bare-grpcjs",
+      groupId: group,
+      bootstrapBrokers: kafkaBrokers.split(","),
+      deserializers: {
+        key: stringDeserializer,
+        headerKey: stringDeserializer,
+        headerValue: stringDeserializer,
+      },
+      maxWaitTime: 100,
+    });
+    const stream = await consumer.consume({
+      topics: [from],
+      mode: MessagesStreamModes.EARLIEST,
+      autocommit: false,
+    });
+    subscribed();
+    let batch: Array<Record<string, unknown>> = [];
+    const next = new Map<number, { offset: bigint; leaderEpoch: number }>();
+    const flush = async () => {
+      const deliveries = batch;
+      batch = [];
+      const offsets = [...next].map(([partition, o]) => ({ topic: from, partition, ...o }));
+      next.clear();
+      stream.pause();
+      await write(deliveries);
+      await consumer.commit({ offsets });
+      stream.resume();
+    };
+    stream.on("data", (m) => {
+      if (batch.length === 0) setImmediate(() => void flush());
+      batch.push({
+        deliveryId: `${m.partition}:${m.offset}`,
+        attempt: 1,
+        topic: m.topic,
+        partition: m.partition,
+        offset: m.offset,
+        message: {
+          partitionKey: m.key ?? "",
+          messageType: m.headers.get("ce_type") ?? "",
+          payload: m.value,
+        },
+      });
+      next.set(m.partition, { offset: m.offset + 1n, leaderEpoch: m.leaderEpoch });
+      if (batch.length >= IN_FLIGHT) stream.pause();
+    });
+    return async () => {
+      await stream.close();
+      await consumer.close(true);
+    };
+  };
+  const encoded = <T>(schema: Parameters<typeof create>[0], value: T) =>
+    Buffer.from(toBinary(schema, create(schema, value as never)));
+  server.addService(
+    {
+      PublishEvent: unary(`/${MessageBusService.typeName}/PublishEvent`),
+      PublishBatch: unary(`/${MessageBusService.typeName}/PublishBatch`),
+      Consume: {
+        ...unary(`/${MessageBusService.typeName}/Consume`),
+        requestStream: true,
+        responseStream: true,
+      },
+    },
+    {
+      PublishEvent: async (
+        call: grpc.ServerUnaryCall<Buffer, Buffer>,
+        cb: grpc.sendUnaryData<Buffer>,
+      ) => {
+        const { event } = fromBinary(PublishEventRequestSchema, call.request);
+        const [receipt] = await send(event === undefined ? [] : [event]);
+        cb(null, encoded(PublishEventResponseSchema, { receipt }));
+      },
+      PublishBatch: async (
+        call: grpc.ServerUnaryCall<Buffer, Buffer>,
+        cb: grpc.sendUnaryData<Buffer>,
+      ) => {
+        const { messages } = fromBinary(PublishBatchRequestSchema, call.request);
+        cb(null, encoded(PublishBatchResponseSchema, { receipts: await send(messages) }));
+      },
+      // The first request subscribes (group, first event type); each batch kafkajs fetches goes
+      // out as one response, and is committed when the next settle request comes in.
+      Consume: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+        const settled: Array<() => void> = [];
+        let stop: (() => Promise<unknown>) | undefined;
+        call.on("data", async (chunk: Buffer) => {
+          const { request } = fromBinary(ConsumeRequestSchema, chunk);
+          if (request.case === "settle") return settled.shift()?.();
+          if (request.case !== "subscribe" || stop !== undefined) return;
+          const group = request.value.group;
+          const from = makeTopics("fo.").event(request.value.eventTypes[0] ?? "");
+          const write = (deliveries: ReadonlyArray<Record<string, unknown>>) => {
+            const settle = new Promise<void>((resolve) => settled.push(resolve));
+            call.write(
+              encoded(ConsumeResponseSchema, {
+                response: { case: "deliveries", value: { deliveries } },
+              }),
+            );
+            return settle;
+          };
+          const subscribed = () =>
+            call.write(
+              encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
+            );
+          stop = platformatic
+            ? await consumePlatformatic(group, from, subscribed, write)
+            : await consumeKafkajs(group, from, subscribed, write);
+        });
+        call.on("end", async () => {
+          await stop?.();
+          call.end();
+        });
       },
     },
   );

@@ -38,7 +38,7 @@ import {
   type SideResult,
   settings,
 } from "./harness.js";
-import { nativePort, startMesh } from "./servers.js";
+import { nativePort, startBareGrpcJs, startMesh } from "./servers.js";
 import { NODE_CLIENT, nodeSide } from "./tools.js";
 
 const BATCH = 100;
@@ -65,7 +65,8 @@ export const messagebus: PairGroup = {
   infra: true,
   run: async ({ infra, profileDir }) => {
     if (infra === undefined) throw new Error("needs the real backends");
-    const mesh = await startMesh({ FO_KAFKA_BROKERS: infra.kafkaBrokers.join(",") }, profileDir);
+    const brokers = infra.kafkaBrokers.join(",");
+    const mesh = await startMesh({ FO_KAFKA_BROKERS: brokers }, profileDir);
     const kafka = new Kafka({
       clientId: "bench-direct",
       brokers: [...infra.kafkaBrokers],
@@ -77,6 +78,15 @@ export const messagebus: PairGroup = {
     await admin.connect();
     const run = randomUUID().slice(0, 8);
     const directTopic = `bench-direct-${run}`;
+    // The floors: a bare grpc-js server in front of kafkajs (bench/bare-grpcjs.ts).
+    const [bare, barePlatformatic] = await Promise.all([
+      startBareGrpcJs({ FO_KAFKA_BROKERS: brokers, BARE_KAFKA_TOPIC: directTopic }),
+      startBareGrpcJs({
+        FO_KAFKA_BROKERS: brokers,
+        BARE_KAFKA_TOPIC: directTopic,
+        BARE_KAFKA_CLIENT: "platformatic",
+      }),
+    ]);
     try {
       const bus = createClient(
         MessageBusService,
@@ -88,6 +98,19 @@ export const messagebus: PairGroup = {
         MessageBusService,
         createGrpcTransport({ baseUrl: nativePort(mesh).url, acceptCompression: [] }),
       );
+      const bareBus = createClient(MessageBusService, createGrpcTransport({ baseUrl: bare.url }));
+      const barePlatformaticBus = createClient(
+        MessageBusService,
+        createGrpcTransport({ baseUrl: barePlatformatic.url }),
+      );
+      const barePlatformaticReader = createClient(
+        MessageBusService,
+        createGrpcTransport({ baseUrl: barePlatformatic.url, acceptCompression: [] }),
+      );
+      const bareReader = createClient(
+        MessageBusService,
+        createGrpcTransport({ baseUrl: bare.url, acceptCompression: [] }),
+      );
       const payload = new Uint8Array(1024).fill(120);
       await admin.createTopics({
         topics: [{ topic: directTopic, numPartitions: 3 }],
@@ -98,52 +121,74 @@ export const messagebus: PairGroup = {
       const key = () => `k${n++ % 64}`;
       const mesh1 = (label: string, call: () => Promise<unknown>) =>
         nodeSide({ label, tool: NODE_CLIENT, pids: [mesh.pid], call });
+      const bare1 = (label: string, call: () => Promise<unknown>) =>
+        nodeSide({ label, tool: NODE_CLIENT, pids: [bare.pid], call });
       const direct = (label: string, call: () => Promise<unknown>) =>
         nodeSide({ label, tool: "Node: kafkajs", call });
 
+      const event = () => ({
+        event: {
+          messageType: meshType,
+          contentType: "application/octet-stream",
+          payload,
+          partitionKey: key(),
+        },
+      });
+      const sendOne = direct("direct send, 1 record", () =>
+        producer.send({
+          topic: directTopic,
+          acks: -1,
+          messages: [{ key: key(), value: Buffer.from(payload) }],
+        }),
+      );
       const single = await comparePair(
         "MessageBus: PublishEvent 1 KiB",
-        mesh1("mesh PublishEvent", () =>
-          bus.publishEvent({
-            event: {
-              messageType: meshType,
-              contentType: "application/octet-stream",
-              payload,
-              partitionKey: key(),
-            },
-          }),
-        ),
-        direct("direct send, 1 record", () =>
-          producer.send({
-            topic: directTopic,
-            acks: -1,
-            messages: [{ key: key(), value: Buffer.from(payload) }],
-          }),
-        ),
+        mesh1("mesh PublishEvent", () => bus.publishEvent(event())),
+        sendOne,
+      );
+      const singleFloor = await comparePair(
+        "Floor: PublishEvent via a bare grpc-js server",
+        bare1("bare grpc-js PublishEvent", () => bareBus.publishEvent(event())),
+        sendOne,
+      );
+      const events = () => ({
+        messages: Array.from({ length: BATCH }, () => ({
+          kind: MessageKind.EVENT,
+          messageType: meshType,
+          contentType: "application/octet-stream",
+          payload,
+          partitionKey: key(),
+        })),
+      });
+      const sendBatch = direct(`direct send, ${BATCH} records`, () =>
+        producer.send({
+          topic: directTopic,
+          acks: -1,
+          messages: Array.from({ length: BATCH }, () => ({
+            key: key(),
+            value: Buffer.from(payload),
+          })),
+        }),
       );
       const batch = await comparePair(
         "MessageBus: PublishBatch ×100",
-        mesh1(`mesh PublishBatch ×${BATCH}`, () =>
-          bus.publishBatch({
-            messages: Array.from({ length: BATCH }, () => ({
-              kind: MessageKind.EVENT,
-              messageType: meshType,
-              contentType: "application/octet-stream",
-              payload,
-              partitionKey: key(),
-            })),
-          }),
-        ),
-        direct(`direct send, ${BATCH} records`, () =>
-          producer.send({
-            topic: directTopic,
-            acks: -1,
-            messages: Array.from({ length: BATCH }, () => ({
-              key: key(),
-              value: Buffer.from(payload),
-            })),
-          }),
-        ),
+        mesh1(`mesh PublishBatch ×${BATCH}`, () => bus.publishBatch(events())),
+        sendBatch,
+      );
+      const batchFloor = await comparePair(
+        "Floor: PublishBatch ×100 via a bare grpc-js server",
+        bare1(`bare grpc-js PublishBatch ×${BATCH}`, () => bareBus.publishBatch(events())),
+        sendBatch,
+      );
+      const batchPlatformatic = await comparePair(
+        "Floor: PublishBatch ×100 via bare grpc-js and @platformatic/kafka",
+        nodeSide({
+          label: `bare grpc-js + platformatic PublishBatch ×${BATCH}`,
+          tool: NODE_CLIENT,
+          pids: [barePlatformatic.pid],
+          call: () => barePlatformaticBus.publishBatch(events()),
+        }),
+        sendBatch,
       );
 
       // Consumption: DRAIN messages published once through the mesh, read by both sides
@@ -202,7 +247,7 @@ export const messagebus: PairGroup = {
         return { latencies: [], count: done, seconds, errors: 0 };
       };
       // Consume: one settle request per batch, on the stream itself.
-      const consumeDrain = async (): Promise<Sample> => {
+      const consumeDrain = async (client = reader): Promise<Sample> => {
         const requests = pushable<ConsumeRequest>();
         requests.push(
           create(ConsumeRequestSchema, {
@@ -218,7 +263,7 @@ export const messagebus: PairGroup = {
         );
         let done = 0;
         let started = 0;
-        for await (const item of reader.consume(requests.iterable)) {
+        for await (const item of client.consume(requests.iterable)) {
           if (item.response.case === "subscribed") {
             started = performance.now();
             continue;
@@ -288,22 +333,42 @@ export const messagebus: PairGroup = {
         pids,
         throughput: drain,
       });
+      const eachBatch = drainSide("direct eachBatch + commit", "Node: kafkajs", [], directDrain);
       const consume = await comparePair(
         consumeName,
-        drainSide("mesh Consume (bidi)", NODE_CLIENT, [mesh.pid], consumeDrain),
-        drainSide("direct eachBatch + commit", "Node: kafkajs", [], directDrain),
+        drainSide("mesh Consume (bidi)", NODE_CLIENT, [mesh.pid], () => consumeDrain()),
+        eachBatch,
+      );
+      const consumeFloor = await comparePair(
+        "Floor: Consume via a bare grpc-js server",
+        drainSide("bare grpc-js Consume", NODE_CLIENT, [bare.pid], () => consumeDrain(bareReader)),
+        eachBatch,
+      );
+      const consumePlatformatic = await comparePair(
+        "Floor: Consume via bare grpc-js and @platformatic/kafka",
+        drainSide("bare grpc-js + platformatic Consume", NODE_CLIENT, [barePlatformatic.pid], () =>
+          consumeDrain(barePlatformaticReader),
+        ),
+        eachBatch,
       );
       const subscribe = await comparePair(
         subscribeName,
         drainSide("mesh Subscribe + Ack, batched", NODE_CLIENT, [mesh.pid], subscribeDrain),
-        drainSide("direct eachBatch + commit", "Node: kafkajs", [], directDrain),
+        eachBatch,
       );
+      const floorNote =
+        "Context, no target: the least a gRPC hop in front of kafkajs costs here. bench/bare-grpcjs.ts";
       return [
         {
           name: "MessageBus: PublishEvent 1 KiB",
           result: single,
           target: { minRatio: 0.5, maxAddedP50: 0.3 },
           note: `throughput: ${settings.concurrency} concurrent PublishEvent calls vs ${settings.concurrency} concurrent kafkajs single sends.`,
+        },
+        {
+          name: "Floor: PublishEvent via a bare grpc-js server",
+          result: singleFloor,
+          note: `${floorNote} sends each call's message with kafkajs as the baseline does (key and value, no headers, no shared appends) and answers with its id and partition: no checks, no Effect, no telemetry.`,
         },
         {
           name: "MessageBus: PublishBatch ×100",
@@ -313,11 +378,35 @@ export const messagebus: PairGroup = {
           note: `throughput and CPU per message; latencies are per call of ${BATCH} messages, at the rate shown in calls/s.`,
         },
         {
+          name: "Floor: PublishBatch ×100 via a bare grpc-js server",
+          result: perMessage(batchFloor, BATCH),
+          unit: "msg/s",
+          note: `${floorNote} sends each call's ${BATCH} messages in one kafkajs send as the baseline does (key and value, no headers) and answers with their ids and partition.`,
+        },
+        {
           name: consumeName,
           result: consume,
           target: { minRatio: 0.5 },
           unit: "msg/s",
           note: `each round a new consumer group drains the same ${DRAIN.toLocaleString("en-US")} 1 KiB messages from the start, published once through the mesh and read by both sides from its topic (the same records, CloudEvents headers included) (timed from the subscription's first item, or the kafkajs group join); the mesh side (max_in_flight ${IN_FLIGHT}) settles each response's batch with one request on the stream.`,
+        },
+        {
+          name: "Floor: PublishBatch ×100 via bare grpc-js and @platformatic/kafka",
+          result: perMessage(batchPlatformatic, BATCH),
+          unit: "msg/s",
+          note: `${floorNote} with @platformatic/kafka (the fastest Kafka client for Node here, bench/kafka-floor.ts) in place of kafkajs, writing the records the mesh writes: value, key and the eight CloudEvents headers.`,
+        },
+        {
+          name: "Floor: Consume via a bare grpc-js server",
+          result: consumeFloor,
+          unit: "msg/s",
+          note: `${floorNote} runs a kafkajs eachBatch consumer per Consume stream, sends each fetched batch as one response (key, value and position per delivery, the CloudEvents headers not read) and commits it when the client's next settle arrives.`,
+        },
+        {
+          name: "Floor: Consume via bare grpc-js and @platformatic/kafka",
+          result: consumePlatformatic,
+          unit: "msg/s",
+          note: `${floorNote} with a @platformatic/kafka consumer in place of kafkajs: its message stream, the headers read as strings, what arrived in one turn of the event loop sent as one response (at most ${IN_FLIGHT}), the stream paused until that response is settled and committed.`,
         },
         {
           name: subscribeName,
@@ -328,6 +417,7 @@ export const messagebus: PairGroup = {
         },
       ];
     } finally {
+      await Promise.all([bare.stop(), barePlatformatic.stop()]);
       await mesh.stop();
       // The mesh's topics too (events, its groups' retry topics): all carry the run's id,
       // so a run leaves nothing behind in a broker others use.
