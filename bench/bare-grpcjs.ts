@@ -1,11 +1,15 @@
 /**
- * The baseline of the native gRPC pairs: a bare `@grpc/grpc-js` server, no
- * policy, no telemetry, no Effect, protobuf-es for the messages (as the mesh
- * uses). It answers grpc.health.v1.Health/Check, and MemoryManager Read: with
- * `FO_HAZELCAST_MEMBERS` set, by one `IMap.get` of the address on the mesh's
- * entries map (what the mesh's Read must at least do); otherwise with a fixed
- * entry of `BARE_READ_BYTES` bytes (what the embedded store answers from
- * memory). Run as its own process. Prints one line: "listening on <url>".
+ * A bare `@grpc/grpc-js` server, no policy, no telemetry, no Effect,
+ * protobuf-es for the messages (as the mesh uses): the baseline of the
+ * native gRPC pairs, and the floors of the pairs whose baseline is a driver.
+ * It answers grpc.health.v1.Health/Check (traced with `BARE_OTLP_ENDPOINT`),
+ * and MemoryManager Read: with `FO_HAZELCAST_MEMBERS` set, by one `IMap.get`
+ * of the address on the mesh's entries map (what the mesh's Read must at
+ * least do); otherwise with a fixed entry of `BARE_READ_BYTES` bytes (what
+ * the embedded store answers from memory). With `FO_MONGODB_URI`, DataStore
+ * GetEntity by one findOne; with `FO_KAFKA_BROKERS`, MessageBus
+ * PublishEvent, PublishBatch and Consume through a Kafka client. Run as its
+ * own process. Prints one line: "listening on <url>".
  */
 
 import { randomUUID } from "node:crypto";
@@ -15,13 +19,7 @@ import { ROOT_CONTEXT, SpanKind, type TextMapGetter } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import {
-  MessagesStreamModes,
-  Consumer as PlatformaticConsumer,
-  Producer as PlatformaticProducer,
-  stringDeserializer,
-  stringSerializer,
-} from "@platformatic/kafka";
+import { Producer as PlatformaticProducer, stringSerializer } from "@platformatic/kafka";
 import { Client } from "hazelcast-client";
 import { Kafka, logLevel } from "kafkajs";
 import { MongoClient } from "mongodb";
@@ -184,8 +182,6 @@ if (kafkaBrokers !== undefined) {
   const kafka = new Kafka({ brokers: kafkaBrokers.split(","), logLevel: logLevel.NOTHING });
   const topic = process.env.BARE_KAFKA_TOPIC ?? "bench-bare";
   const platformatic = process.env.BARE_KAFKA_CLIENT === "platformatic";
-  /** Deliveries one Consume response carries at most (the mesh sides' max_in_flight). */
-  const IN_FLIGHT = 1000;
   /**
    * kafkajs by default, as the produce pairs' kafkajs side: idempotent, acks from all replicas,
    * key and value only. With `BARE_KAFKA_CLIENT=platformatic`, the fastest Kafka client for Node
@@ -282,68 +278,6 @@ if (kafkaBrokers !== undefined) {
     });
     return () => consumer.disconnect();
   };
-  /**
-   * platformatic: its message stream (headers read as strings, as the mesh needs them); what
-   * arrived in one turn of the event loop goes out as one response (at most IN_FLIGHT), the
-   * stream paused until it is settled and committed.
-   */
-  const consumePlatformatic = async (
-    group: string,
-    from: string,
-    subscribed: () => void,
-    write: (deliveries: ReadonlyArray<Record<string, unknown>>) => Promise<void>,
-  ) => {
-    const consumer = new PlatformaticConsumer({
-      clientId: "bare-grpcjs",
-      groupId: group,
-      bootstrapBrokers: kafkaBrokers.split(","),
-      deserializers: {
-        key: stringDeserializer,
-        headerKey: stringDeserializer,
-        headerValue: stringDeserializer,
-      },
-      maxWaitTime: 100,
-    });
-    const stream = await consumer.consume({
-      topics: [from],
-      mode: MessagesStreamModes.EARLIEST,
-      autocommit: false,
-    });
-    subscribed();
-    let batch: Array<Record<string, unknown>> = [];
-    const next = new Map<number, { offset: bigint; leaderEpoch: number }>();
-    const flush = async () => {
-      const deliveries = batch;
-      batch = [];
-      const offsets = [...next].map(([partition, o]) => ({ topic: from, partition, ...o }));
-      next.clear();
-      stream.pause();
-      await write(deliveries);
-      await consumer.commit({ offsets });
-      stream.resume();
-    };
-    stream.on("data", (m) => {
-      if (batch.length === 0) setImmediate(() => void flush());
-      batch.push({
-        deliveryId: `${m.partition}:${m.offset}`,
-        attempt: 1,
-        topic: m.topic,
-        partition: m.partition,
-        offset: m.offset,
-        message: {
-          partitionKey: m.key ?? "",
-          messageType: m.headers.get("ce_type") ?? "",
-          payload: m.value,
-        },
-      });
-      next.set(m.partition, { offset: m.offset + 1n, leaderEpoch: m.leaderEpoch });
-      if (batch.length >= IN_FLIGHT) stream.pause();
-    });
-    return async () => {
-      await stream.close();
-      await consumer.close(true);
-    };
-  };
   const encoded = <T>(schema: Parameters<typeof create>[0], value: T) =>
     Buffer.from(toBinary(schema, create(schema, value as never)));
   server.addService(
@@ -396,9 +330,7 @@ if (kafkaBrokers !== undefined) {
             call.write(
               encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
             );
-          stop = platformatic
-            ? await consumePlatformatic(group, from, subscribed, write)
-            : await consumeKafkajs(group, from, subscribed, write);
+          stop = await consumeKafkajs(group, from, subscribed, write);
         });
         call.on("end", async () => {
           await stop?.();
