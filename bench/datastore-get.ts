@@ -2,7 +2,8 @@
  * DataStore GetEntity of a 1 KiB document through the mesh (MongoDB adapter)
  * vs the same findOne issued directly with the driver, on the same FerretDB
  * with the same pool size. Both sides are loaded from the bench process: the
- * baseline is a driver call no external tool can make.
+ * baseline is a driver call no external tool can make. The floor beside it:
+ * a bare grpc-js server (bench/bare-grpcjs.ts) in the mesh's place.
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";

@@ -12,6 +12,11 @@
  *   batch), each vs an `eachBatch` consumer with manual commits: each round a
  *   fresh consumer group drains the same pre-published messages from the
  *   start, both sides on the same broker under the same load.
+ *
+ * Beside each of the first three, its floor: the same pair with a bare
+ * grpc-js server (bench/bare-grpcjs.ts) in the mesh's place in front of
+ * kafkajs, and for PublishBatch also in front of @platformatic/kafka writing
+ * the mesh's records.
  */
 import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";

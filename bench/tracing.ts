@@ -5,7 +5,9 @@
  * (`always_off` sampler, no exporter). h2load for throughput; the latency
  * phase, at half the untraced mesh's throughput, loads both meshes at once
  * from one generator (`pairedGrpcLatency`), because the difference sought
- * (µs) is far below what separates rounds run one after the other.
+ * (µs) is far below what separates rounds run one after the other. The
+ * floor beside it: two bare grpc-js servers (bench/bare-grpcjs.ts), one
+ * making an OTel SDK span per call, run the same way.
  */
 import { Health } from "../gen/grpc/health/v1/health_pb.js";
 import { comparePair, type PairGroup } from "./harness.js";
