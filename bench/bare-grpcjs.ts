@@ -242,42 +242,6 @@ if (kafkaBrokers !== undefined) {
     const partition = await produce(envelopes);
     return envelopes.map((e) => ({ messageId: e.messageId, topic, partition }));
   };
-  /** kafkajs: eachBatch, each fetched partition batch one response, committed once settled. */
-  const consumeKafkajs = async (
-    group: string,
-    from: string,
-    subscribed: () => void,
-    write: (deliveries: ReadonlyArray<Record<string, unknown>>) => Promise<void>,
-  ) => {
-    const consumer = kafka.consumer({ groupId: group, maxWaitTimeInMs: 100 });
-    await consumer.connect();
-    await consumer.subscribe({ topic: from, fromBeginning: true });
-    consumer.on(consumer.events.GROUP_JOIN, subscribed);
-    await consumer.run({
-      autoCommit: false,
-      partitionsConsumedConcurrently: 3,
-      eachBatch: async ({ batch }) => {
-        await write(
-          batch.messages.map((m) => ({
-            deliveryId: `${batch.partition}:${m.offset}`,
-            attempt: 1,
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: BigInt(m.offset),
-            message: { partitionKey: m.key?.toString() ?? "", payload: m.value ?? Buffer.alloc(0) },
-          })),
-        );
-        await consumer.commitOffsets([
-          {
-            topic: batch.topic,
-            partition: batch.partition,
-            offset: String(Number(batch.lastOffset()) + 1),
-          },
-        ]);
-      },
-    });
-    return () => consumer.disconnect();
-  };
   const encoded = <T>(schema: Parameters<typeof create>[0], value: T) =>
     Buffer.from(toBinary(schema, create(schema, value as never)));
   server.addService(
@@ -307,33 +271,60 @@ if (kafkaBrokers !== undefined) {
         cb(null, encoded(PublishBatchResponseSchema, { receipts: await send(messages) }));
       },
       // The first request subscribes (group, first event type); each batch kafkajs fetches goes
-      // out as one response, and is committed when the next settle request comes in.
+      // out as one response, and is committed when the client's next settle request comes in.
       Consume: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
         const settled: Array<() => void> = [];
-        let stop: (() => Promise<unknown>) | undefined;
+        let consumer: ReturnType<typeof kafka.consumer> | undefined;
         call.on("data", async (chunk: Buffer) => {
           const { request } = fromBinary(ConsumeRequestSchema, chunk);
           if (request.case === "settle") return settled.shift()?.();
-          if (request.case !== "subscribe" || stop !== undefined) return;
-          const group = request.value.group;
-          const from = makeTopics("fo.").event(request.value.eventTypes[0] ?? "");
-          const write = (deliveries: ReadonlyArray<Record<string, unknown>>) => {
-            const settle = new Promise<void>((resolve) => settled.push(resolve));
-            call.write(
-              encoded(ConsumeResponseSchema, {
-                response: { case: "deliveries", value: { deliveries } },
-              }),
-            );
-            return settle;
-          };
-          const subscribed = () =>
+          if (request.case !== "subscribe" || consumer !== undefined) return;
+          const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
+          consumer = c;
+          await c.connect();
+          await c.subscribe({
+            topic: makeTopics("fo.").event(request.value.eventTypes[0] ?? ""),
+            fromBeginning: true,
+          });
+          c.on(c.events.GROUP_JOIN, () =>
             call.write(
               encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
-            );
-          stop = await consumeKafkajs(group, from, subscribed, write);
+            ),
+          );
+          await c.run({
+            autoCommit: false,
+            partitionsConsumedConcurrently: 3,
+            eachBatch: async ({ batch }) => {
+              const deliveries = batch.messages.map((m) => ({
+                deliveryId: `${batch.partition}:${m.offset}`,
+                attempt: 1,
+                topic: batch.topic,
+                partition: batch.partition,
+                offset: BigInt(m.offset),
+                message: {
+                  partitionKey: m.key?.toString() ?? "",
+                  payload: m.value ?? Buffer.alloc(0),
+                },
+              }));
+              const settle = new Promise<void>((resolve) => settled.push(resolve));
+              call.write(
+                encoded(ConsumeResponseSchema, {
+                  response: { case: "deliveries", value: { deliveries } },
+                }),
+              );
+              await settle;
+              await c.commitOffsets([
+                {
+                  topic: batch.topic,
+                  partition: batch.partition,
+                  offset: String(Number(batch.lastOffset()) + 1),
+                },
+              ]);
+            },
+          });
         });
         call.on("end", async () => {
-          await stop?.();
+          await consumer?.disconnect();
           call.end();
         });
       },
