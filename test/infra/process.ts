@@ -106,7 +106,9 @@ export function capture(
       out += d.toString();
     });
     child.on("error", (err) => reject(new Error(`cannot run ${cmd}: ${err.message}`)));
-    child.on("exit", (code) =>
+    // "close", not "exit": the process may exit before its output is read to the end, and
+    // `go mod download -json` then parsed as empty now and then.
+    child.on("close", (code) =>
       code === 0 ? resolve(out) : reject(new Error(`${cmd} exited with code ${code}: ${out}`)),
     );
   });
