@@ -13,7 +13,13 @@
  */
 
 import { randomUUID } from "node:crypto";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  fromBinary,
+  type MessageInitShape,
+  toBinary,
+} from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ROOT_CONTEXT, SpanKind, type TextMapGetter } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
@@ -63,12 +69,12 @@ const map =
       ).getMap<string, Buffer>(process.env.BARE_HAZELCAST_MAP ?? "bench-bare-entries");
 
 const fixed = Buffer.alloc(Number(process.env.BARE_READ_BYTES ?? 1024), 7);
-const serving = Buffer.from(
-  toBinary(
-    HealthCheckResponseSchema,
-    create(HealthCheckResponseSchema, { status: HealthCheckResponse_ServingStatus.SERVING }),
-  ),
-);
+/** A response message as the wire carries it. */
+const encoded = <S extends DescMessage>(schema: S, value: MessageInitShape<S>) =>
+  Buffer.from(toBinary(schema, create(schema, value)));
+const serving = encoded(HealthCheckResponseSchema, {
+  status: HealthCheckResponse_ServingStatus.SERVING,
+});
 const pass = (b: Buffer) => b;
 const unary = (path: string) => ({
   path,
@@ -132,10 +138,7 @@ server.addService(
       const stored = map === undefined ? fixed : await map.get(address);
       const data = stored instanceof Buffer ? stored : Buffer.alloc(0);
       const entry = { address, version: 1n, sizeBytes: BigInt(data.length) };
-      cb(
-        null,
-        Buffer.from(toBinary(ReadResponseSchema, create(ReadResponseSchema, { data, entry }))),
-      );
+      cb(null, encoded(ReadResponseSchema, { data, entry }));
     },
   },
 );
@@ -167,12 +170,7 @@ if (mongoUri !== undefined) {
           createTime: seconds(d.createTime as number),
           updateTime: seconds(d.updateTime as number),
         };
-        cb(
-          null,
-          Buffer.from(
-            toBinary(GetEntityResponseSchema, create(GetEntityResponseSchema, { entity })),
-          ),
-        );
+        cb(null, encoded(GetEntityResponseSchema, { entity }));
       },
     },
   );
@@ -242,8 +240,6 @@ if (kafkaBrokers !== undefined) {
     const partition = await produce(envelopes);
     return envelopes.map((e) => ({ messageId: e.messageId, topic, partition }));
   };
-  const encoded = <T>(schema: Parameters<typeof create>[0], value: T) =>
-    Buffer.from(toBinary(schema, create(schema, value as never)));
   server.addService(
     {
       PublishEvent: unary(`/${MessageBusService.typeName}/PublishEvent`),
