@@ -6,7 +6,7 @@
  */
 import { createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
-import { Context, Duration, Effect, Layer, Option, Redacted, Runtime } from "effect";
+import { Context, Duration, Effect, Layer, Option, Redacted, Runtime, RuntimeFlags } from "effect";
 import { MeshClient } from "../client/MeshClient.js";
 import { peerKey, peerName } from "../common/caller.js";
 import { hostedServices, MeshConfig } from "../config.js";
@@ -56,7 +56,12 @@ export const MeshServerLive = Layer.scoped(
     const config = yield* MeshConfig;
     const health = yield* HealthRegistry;
     const telemetry = yield* Telemetry;
-    const runtime = yield* Effect.runtime<AppServices>();
+    // Effect counts every fiber in its global metric registry by default (started, active,
+    // lifetimes, successes): four metric updates per call that nothing reads or exports.
+    const runtime = Runtime.disableRuntimeFlag(
+      yield* Effect.runtime<AppServices>(),
+      RuntimeFlags.RuntimeMetrics,
+    );
     const shutdown = new AbortController();
     const auth = {
       tokens: yield* Effect.try(() =>
