@@ -157,7 +157,12 @@ export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
       const key = `${name}|${protocol}|${code}`;
       let count = counts.get(key);
       if (count === undefined) {
-        const labels = { ...attributesOf(service, method, protocol), "rpc.grpc.status_code": code };
+        // Frozen, so the metrics SDK hashes these attributes once, not on every record
+        // (patches/@opentelemetry+sdk-metrics*.patch).
+        const labels = Object.freeze({
+          ...attributesOf(service, method, protocol),
+          "rpc.grpc.status_code": code,
+        });
         count = { labels, n: 0 };
         counts.set(key, count);
       }
