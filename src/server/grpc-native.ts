@@ -34,6 +34,7 @@ import type { TextMapGetter } from "@opentelemetry/api";
 import { authorizationKey, peerKey } from "../common/caller.js";
 import { OK, rpcSpanKey } from "../telemetry/rpc.js";
 import { certificateKey, principalKey } from "./auth.js";
+import { onCancelKey } from "./bridge.js";
 import type { Listening } from "./http.js";
 import { MAX_STREAMS_PER_CONNECTION, SESSION_CLOSE_GRACE_MS } from "./http.js";
 import { callError, type ReportDefect } from "./interceptors.js";
@@ -251,6 +252,17 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
       }
       return cancelled.signal;
     };
+    let onCancelled: Array<() => void> = [];
+    const onCancel = (f: () => void) => {
+      if (reason !== undefined) {
+        f();
+        return () => {};
+      }
+      onCancelled.push(f);
+      return () => {
+        onCancelled = onCancelled.filter((g) => g !== f);
+      };
+    };
     // grpc-js reports every call cancelled once its status is out: only one not yet over was.
     call.once("cancelled", () => {
       if (done) return;
@@ -259,6 +271,8 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
           ? new ConnectError("the deadline passed", Code.DeadlineExceeded)
           : new ConnectError("the client cancelled the call", Code.Canceled);
       cancelled?.abort(reason);
+      for (const f of onCancelled) f();
+      onCancelled = [];
       finishWith(reason);
     });
     const ctx = new NativeContext(
@@ -271,7 +285,8 @@ export const serveNativeGrpc = async (options: NativeGrpcOptions): Promise<Liste
         .set(certificateKey, certificate)
         .set(principalKey, admission.principal)
         .set(authorizationKey, header("authorization") ?? undefined)
-        .set(rpcSpanKey, observed.span),
+        .set(rpcSpanKey, observed.span)
+        .set(onCancelKey, onCancel),
     );
     /** The error a throw becomes, reported and sent once. */
     const failed = (e: unknown) =>

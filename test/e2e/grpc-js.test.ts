@@ -8,6 +8,14 @@ import { anyUnpack } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
+import {
+  type TryLockRequest,
+  TryLockRequestSchema,
+  type TryLockResponse,
+  TryLockResponseSchema,
+  type UnlockRequest,
+  UnlockRequestSchema,
+} from "../../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import { ConsumeRequestSchema } from "../../gen/floworchestrator/messaging/v1/message_bus_service_pb.js";
 import { StatusSchema } from "../../gen/google/rpc/status_pb.js";
 import {
@@ -135,6 +143,62 @@ describe.each([
     expect(status.details).toMatch(/could not be read/);
     call.end();
     expect((await check("")).status).toBe(Status.SERVING);
+  });
+
+  const tryLock = (
+    lock: string,
+    holder: string,
+    waitMs: number,
+    options: grpc.CallOptions = {},
+    onCall: (call: grpc.ClientUnaryCall) => void = () => {},
+  ) =>
+    new Promise<TryLockResponse>((resolve, reject) =>
+      onCall(
+        client.makeUnaryRequest(
+          "/floworchestrator.memory.v1.MemoryManagerService/TryLock",
+          (m: TryLockRequest) => Buffer.from(toBinary(TryLockRequestSchema, m)),
+          (b: Buffer) => fromBinary(TryLockResponseSchema, b),
+          create(TryLockRequestSchema, {
+            resource: { kind: { case: "name", value: lock } },
+            holder,
+            lease: { seconds: 60n },
+            waitTimeout: { seconds: BigInt(Math.floor(waitMs / 1000)) },
+          }),
+          options,
+          (err, value) => (err || !value ? reject(err) : resolve(value)),
+        ),
+      ),
+    );
+
+  // A waiting call the client gave up on must stop waiting: otherwise it takes the lock once
+  // it is free, for a caller that is gone.
+  it.each([
+    ["its deadline passes", { deadline: Date.now() + 60_000 }, grpc.status.DEADLINE_EXCEEDED],
+    ["the client cancels it", {}, grpc.status.CANCELLED],
+  ] as const)("stops a waiting call when %s", async (_, base, code) => {
+    const lock = `grpcjs-wait-${where.replaceAll(" ", "-")}-${code}`;
+    expect((await tryLock(lock, "first", 0)).acquired).toBe(true);
+    const options = "deadline" in base ? { deadline: Date.now() + 300 } : {};
+    const waiting = tryLock(lock, "gone", 10_000, options, (call) => {
+      if (!("deadline" in base)) setTimeout(() => call.cancel(), 300);
+    });
+    expect(((await waiting.catch((e: unknown) => e)) as grpc.ServiceError).code).toBe(code);
+    await new Promise<void>((resolve, reject) =>
+      client.makeUnaryRequest(
+        "/floworchestrator.memory.v1.MemoryManagerService/Unlock",
+        (m: UnlockRequest) => Buffer.from(toBinary(UnlockRequestSchema, m)),
+        (b: Buffer) => b,
+        create(UnlockRequestSchema, {
+          resource: { kind: { case: "name", value: lock } },
+          holder: "first",
+        }),
+        (err) => (err ? reject(err) : resolve()),
+      ),
+    );
+    // Longer than the embedded store's wait between tries: a waiter left running would have
+    // taken the lock by now.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await tryLock(lock, "third", 0)).acquired).toBe(true);
   });
 
   it("lists the services through reflection", async () => {
