@@ -274,11 +274,13 @@ export const pairedGrpcLatency = (a: Server, b: Server, call: GrpcCall): PairedL
   const { frame, path } = requestFrame(call);
   const last = cpus().length - 1;
   return async (rps, seconds, round) => {
-    const sides = [a, b].map((server) => ({
-      session: connect(server.url),
-      latencies: [] as number[],
-      errors: 0,
-    }));
+    const sides = [a, b].map((server) => {
+      const session = connect(server.url);
+      // A session error fails its open calls, which count as errors; one that comes after the
+      // run (a server stopping while the session still closes) must not end the bench.
+      session.on("error", () => {});
+      return { session, latencies: [] as number[], errors: 0 };
+    });
     // Connected before the clock starts: no call of the run pays for the handshake.
     await Promise.all(sides.map((side) => rawUnary(side.session, path, frame)));
     let next = round;
