@@ -8,7 +8,8 @@
  * least do); otherwise with a fixed entry of `BARE_READ_BYTES` bytes (what
  * the embedded store answers from memory). With `FO_MONGODB_URI`, DataStore
  * GetEntity by one findOne; with `FO_KAFKA_BROKERS`, MessageBus
- * PublishEvent, PublishBatch and Consume through a Kafka client. Run as its
+ * PublishEvent, PublishBatch and Consume through a Kafka client (kafkajs, or
+ * @platformatic/kafka with `BARE_KAFKA_CLIENT=platformatic`). Run as its
  * own process. Prints one line: "listening on <url>".
  */
 
@@ -25,7 +26,14 @@ import { ROOT_CONTEXT, SpanKind, type TextMapGetter } from "@opentelemetry/api";
 import { W3CTraceContextPropagator } from "@opentelemetry/core";
 import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-proto";
 import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
-import { Producer as PlatformaticProducer, stringSerializer } from "@platformatic/kafka";
+import {
+  MessagesStreamModes,
+  Consumer as PlatformaticConsumer,
+  type Message as PlatformaticMessage,
+  Producer as PlatformaticProducer,
+  stringDeserializer,
+  stringSerializer,
+} from "@platformatic/kafka";
 import { Client } from "hazelcast-client";
 import { Kafka, logLevel } from "kafkajs";
 import { MongoClient } from "mongodb";
@@ -235,6 +243,107 @@ if (kafkaBrokers !== undefined) {
           return stored[0]?.partition ?? 0;
         };
       })();
+  /**
+   * Consume on @platformatic/kafka: its message stream from the earliest offset, up to
+   * IN_FLIGHT deliveries not yet settled (the mesh's max_in_flight in the pair); each settle
+   * request (one per response, in order) commits that response's last offsets.
+   */
+  const IN_FLIGHT = 1000;
+  const platformaticConsume = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    let consumer: PlatformaticConsumer<string, Buffer, Buffer, Buffer> | undefined;
+    let close = async () => {};
+    let inFlight = 0;
+    const sent: Array<{
+      count: number;
+      offsets: Map<number, PlatformaticMessage<string, Buffer, Buffer, Buffer>>;
+    }> = [];
+    let commits = Promise.resolve();
+    call.on("data", async (chunk: Buffer) => {
+      const { request } = fromBinary(ConsumeRequestSchema, chunk);
+      if (request.case === "settle") {
+        const settled = sent.shift();
+        if (settled === undefined) return;
+        inFlight -= settled.count;
+        const offsets = [...settled.offsets.values()].map((m) => ({
+          topic: m.topic,
+          partition: m.partition,
+          offset: m.offset + 1n,
+          leaderEpoch: m.leaderEpoch,
+        }));
+        const c = consumer as PlatformaticConsumer<string, Buffer, Buffer, Buffer>;
+        commits = commits.then(() => c.commit({ offsets }));
+        return pump();
+      }
+      if (request.case !== "subscribe" || consumer !== undefined) return;
+      const c = new PlatformaticConsumer<string, Buffer, Buffer, Buffer>({
+        clientId: "bare-grpcjs",
+        groupId: request.value.group,
+        bootstrapBrokers: kafkaBrokers.split(","),
+        deserializers: { key: stringDeserializer },
+        maxWaitTime: 100,
+      });
+      consumer = c;
+      const stream = await c
+        .consume({
+          topics: [makeTopics("fo.").event(request.value.eventTypes[0] ?? "")],
+          mode: MessagesStreamModes.EARLIEST,
+          autocommit: false,
+        })
+        .catch((e: unknown) => {
+          call.emit("error", { code: grpc.status.INTERNAL, details: String(e) });
+          return undefined;
+        });
+      if (stream === undefined) return;
+      stream.on("error", (e) =>
+        call.emit("error", { code: grpc.status.INTERNAL, details: String(e) }),
+      );
+      close = async () => {
+        await commits;
+        await stream.close();
+        await c.close(true);
+      };
+      call.write(encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }));
+      // Flowing (paused-mode reads measured slower): the messages of one turn leave as one
+      // response; the stream pauses while IN_FLIGHT deliveries wait for their settle.
+      let batch: Array<PlatformaticMessage<string, Buffer, Buffer, Buffer>> = [];
+      const flush = () => {
+        const out = batch;
+        batch = [];
+        if (out.length === 0) return;
+        inFlight += out.length;
+        sent.push({ count: out.length, offsets: new Map(out.map((m) => [m.partition, m])) });
+        call.write(
+          encoded(ConsumeResponseSchema, {
+            response: {
+              case: "deliveries",
+              value: {
+                deliveries: out.map((m) => ({
+                  deliveryId: `${m.partition}:${m.offset}`,
+                  attempt: 1,
+                  topic: m.topic,
+                  partition: m.partition,
+                  offset: m.offset,
+                  message: { partitionKey: m.key ?? "", payload: m.value ?? Buffer.alloc(0) },
+                })),
+              },
+            },
+          }),
+        );
+      };
+      stream.on("data", (m) => {
+        if (batch.push(m) === 1) setImmediate(flush);
+        if (inFlight + batch.length >= IN_FLIGHT) stream.pause();
+      });
+      pump = () => {
+        if (inFlight + batch.length < IN_FLIGHT && stream.isPaused()) stream.resume();
+      };
+    });
+    let pump = () => {};
+    call.on("end", async () => {
+      await close();
+      call.end();
+    });
+  };
   // Neither client reports where each record went, only each partition's first offset.
   const send = async (envelopes: ReadonlyArray<Envelope>) => {
     const partition = await produce(envelopes);
@@ -268,62 +377,64 @@ if (kafkaBrokers !== undefined) {
       },
       // The first request subscribes (group, first event type); each batch kafkajs fetches goes
       // out as one response, and is committed when the client's next settle request comes in.
-      Consume: (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-        const settled: Array<() => void> = [];
-        let consumer: ReturnType<typeof kafka.consumer> | undefined;
-        call.on("data", async (chunk: Buffer) => {
-          const { request } = fromBinary(ConsumeRequestSchema, chunk);
-          if (request.case === "settle") return settled.shift()?.();
-          if (request.case !== "subscribe" || consumer !== undefined) return;
-          const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
-          consumer = c;
-          await c.connect();
-          await c.subscribe({
-            topic: makeTopics("fo.").event(request.value.eventTypes[0] ?? ""),
-            fromBeginning: true,
-          });
-          c.on(c.events.GROUP_JOIN, () =>
-            call.write(
-              encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
-            ),
-          );
-          await c.run({
-            autoCommit: false,
-            partitionsConsumedConcurrently: 3,
-            eachBatch: async ({ batch }) => {
-              const deliveries = batch.messages.map((m) => ({
-                deliveryId: `${batch.partition}:${m.offset}`,
-                attempt: 1,
-                topic: batch.topic,
-                partition: batch.partition,
-                offset: BigInt(m.offset),
-                message: {
-                  partitionKey: m.key?.toString() ?? "",
-                  payload: m.value ?? Buffer.alloc(0),
-                },
-              }));
-              const settle = new Promise<void>((resolve) => settled.push(resolve));
-              call.write(
-                encoded(ConsumeResponseSchema, {
-                  response: { case: "deliveries", value: { deliveries } },
-                }),
+      Consume: platformatic
+        ? platformaticConsume
+        : (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+            const settled: Array<() => void> = [];
+            let consumer: ReturnType<typeof kafka.consumer> | undefined;
+            call.on("data", async (chunk: Buffer) => {
+              const { request } = fromBinary(ConsumeRequestSchema, chunk);
+              if (request.case === "settle") return settled.shift()?.();
+              if (request.case !== "subscribe" || consumer !== undefined) return;
+              const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
+              consumer = c;
+              await c.connect();
+              await c.subscribe({
+                topic: makeTopics("fo.").event(request.value.eventTypes[0] ?? ""),
+                fromBeginning: true,
+              });
+              c.on(c.events.GROUP_JOIN, () =>
+                call.write(
+                  encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
+                ),
               );
-              await settle;
-              await c.commitOffsets([
-                {
-                  topic: batch.topic,
-                  partition: batch.partition,
-                  offset: String(Number(batch.lastOffset()) + 1),
+              await c.run({
+                autoCommit: false,
+                partitionsConsumedConcurrently: 3,
+                eachBatch: async ({ batch }) => {
+                  const deliveries = batch.messages.map((m) => ({
+                    deliveryId: `${batch.partition}:${m.offset}`,
+                    attempt: 1,
+                    topic: batch.topic,
+                    partition: batch.partition,
+                    offset: BigInt(m.offset),
+                    message: {
+                      partitionKey: m.key?.toString() ?? "",
+                      payload: m.value ?? Buffer.alloc(0),
+                    },
+                  }));
+                  const settle = new Promise<void>((resolve) => settled.push(resolve));
+                  call.write(
+                    encoded(ConsumeResponseSchema, {
+                      response: { case: "deliveries", value: { deliveries } },
+                    }),
+                  );
+                  await settle;
+                  await c.commitOffsets([
+                    {
+                      topic: batch.topic,
+                      partition: batch.partition,
+                      offset: String(Number(batch.lastOffset()) + 1),
+                    },
+                  ]);
                 },
-              ]);
-            },
-          });
-        });
-        call.on("end", async () => {
-          await consumer?.disconnect();
-          call.end();
-        });
-      },
+              });
+            });
+            call.on("end", async () => {
+              await consumer?.disconnect();
+              call.end();
+            });
+          },
     },
   );
 }

@@ -112,6 +112,10 @@ export const messagebus: PairGroup = {
         MessageBusService,
         createGrpcTransport({ baseUrl: bare.url, acceptCompression: [] }),
       );
+      const barePlatformaticReader = createClient(
+        MessageBusService,
+        createGrpcTransport({ baseUrl: barePlatformatic.url, acceptCompression: [] }),
+      );
       const payload = new Uint8Array(1024).fill(120);
       await admin.createTopics({
         topics: [{ topic: directTopic, numPartitions: 3 }],
@@ -345,6 +349,13 @@ export const messagebus: PairGroup = {
         drainSide("bare grpc-js Consume", NODE_CLIENT, [bare.pid], () => consumeDrain(bareReader)),
         eachBatch,
       );
+      const consumePlatformatic = await comparePair(
+        "Floor: Consume via bare grpc-js and @platformatic/kafka",
+        drainSide("bare grpc-js + platformatic Consume", NODE_CLIENT, [barePlatformatic.pid], () =>
+          consumeDrain(barePlatformaticReader),
+        ),
+        eachBatch,
+      );
       const subscribe = await comparePair(
         subscribeName,
         drainSide("mesh Subscribe + Ack, batched", NODE_CLIENT, [mesh.pid], subscribeDrain),
@@ -395,6 +406,12 @@ export const messagebus: PairGroup = {
           result: consumeFloor,
           unit: "msg/s",
           note: `${floorNote} runs a kafkajs eachBatch consumer per Consume stream, sends each fetched batch as one response (key, value and position per delivery, the CloudEvents headers not read) and commits it when the client's next settle arrives.`,
+        },
+        {
+          name: "Floor: Consume via bare grpc-js and @platformatic/kafka",
+          result: consumePlatformatic,
+          unit: "msg/s",
+          note: `${floorNote} with @platformatic/kafka in place of kafkajs: its message stream, flowing, the messages of one event-loop turn sent as one response, paused while ${IN_FLIGHT} deliveries wait for their settle (the mesh side's max_in_flight); each response's last offsets are committed when its settle arrives; key, value and position per delivery.`,
         },
         {
           name: subscribeName,
