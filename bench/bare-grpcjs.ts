@@ -243,6 +243,34 @@ if (kafkaBrokers !== undefined) {
           return stored[0]?.partition ?? 0;
         };
       })();
+  /** A batch of records as one Consume response: key, value and position per delivery. */
+  const deliveriesOf = (
+    records: ReadonlyArray<{
+      topic: string;
+      partition: number;
+      offset: bigint;
+      key: string;
+      value: Buffer | null;
+    }>,
+  ) =>
+    encoded(ConsumeResponseSchema, {
+      response: {
+        case: "deliveries",
+        value: {
+          deliveries: records.map((r) => ({
+            deliveryId: `${r.partition}:${r.offset}`,
+            attempt: 1,
+            topic: r.topic,
+            partition: r.partition,
+            offset: r.offset,
+            message: { partitionKey: r.key, payload: r.value ?? Buffer.alloc(0) },
+          })),
+        },
+      },
+    });
+  const subscribed = encoded(ConsumeResponseSchema, {
+    response: { case: "subscribed", value: {} },
+  });
   /**
    * Consume on @platformatic/kafka: its message stream from the earliest offset, up to
    * IN_FLIGHT deliveries not yet settled (the mesh's max_in_flight in the pair); each settle
@@ -253,6 +281,8 @@ if (kafkaBrokers !== undefined) {
     let consumer: PlatformaticConsumer<string, Buffer, Buffer, Buffer> | undefined;
     let close = async () => {};
     let inFlight = 0;
+    /** Resumes the stream once deliveries were settled (set when subscribed). */
+    let pump = () => {};
     const sent: Array<{
       count: number;
       offsets: Map<number, PlatformaticMessage<string, Buffer, Buffer, Buffer>>;
@@ -302,7 +332,7 @@ if (kafkaBrokers !== undefined) {
         await stream.close();
         await c.close(true);
       };
-      call.write(encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }));
+      call.write(subscribed);
       // Flowing (paused-mode reads measured slower): the messages of one turn leave as one
       // response; the stream pauses while IN_FLIGHT deliveries wait for their settle.
       let batch: Array<PlatformaticMessage<string, Buffer, Buffer, Buffer>> = [];
@@ -313,21 +343,7 @@ if (kafkaBrokers !== undefined) {
         inFlight += out.length;
         sent.push({ count: out.length, offsets: new Map(out.map((m) => [m.partition, m])) });
         call.write(
-          encoded(ConsumeResponseSchema, {
-            response: {
-              case: "deliveries",
-              value: {
-                deliveries: out.map((m) => ({
-                  deliveryId: `${m.partition}:${m.offset}`,
-                  attempt: 1,
-                  topic: m.topic,
-                  partition: m.partition,
-                  offset: m.offset,
-                  message: { partitionKey: m.key ?? "", payload: m.value ?? Buffer.alloc(0) },
-                })),
-              },
-            },
-          }),
+          deliveriesOf(out.map((m) => ({ ...m, key: m.key ?? "", value: m.value ?? null }))),
         );
       };
       stream.on("data", (m) => {
@@ -338,9 +354,59 @@ if (kafkaBrokers !== undefined) {
         if (inFlight + batch.length < IN_FLIGHT && stream.isPaused()) stream.resume();
       };
     });
-    let pump = () => {};
     call.on("end", async () => {
       await close();
+      call.end();
+    });
+  };
+  /**
+   * Consume on kafkajs: each batch it fetches goes out as one response, and is committed when
+   * the client's next settle request comes in.
+   */
+  const kafkajsConsume = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
+    const settled: Array<() => void> = [];
+    let consumer: ReturnType<typeof kafka.consumer> | undefined;
+    call.on("data", async (chunk: Buffer) => {
+      const { request } = fromBinary(ConsumeRequestSchema, chunk);
+      if (request.case === "settle") return settled.shift()?.();
+      if (request.case !== "subscribe" || consumer !== undefined) return;
+      const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
+      consumer = c;
+      await c.connect();
+      await c.subscribe({
+        topic: makeTopics("fo.").event(request.value.eventTypes[0] ?? ""),
+        fromBeginning: true,
+      });
+      c.on(c.events.GROUP_JOIN, () => call.write(subscribed));
+      await c.run({
+        autoCommit: false,
+        partitionsConsumedConcurrently: 3,
+        eachBatch: async ({ batch }) => {
+          const settle = new Promise<void>((resolve) => settled.push(resolve));
+          call.write(
+            deliveriesOf(
+              batch.messages.map((m) => ({
+                topic: batch.topic,
+                partition: batch.partition,
+                offset: BigInt(m.offset),
+                key: m.key?.toString() ?? "",
+                value: m.value,
+              })),
+            ),
+          );
+          await settle;
+          await c.commitOffsets([
+            {
+              topic: batch.topic,
+              partition: batch.partition,
+              offset: String(Number(batch.lastOffset()) + 1),
+            },
+          ]);
+        },
+      });
+    });
+    call.on("end", async () => {
+      await consumer?.disconnect();
       call.end();
     });
   };
@@ -375,66 +441,8 @@ if (kafkaBrokers !== undefined) {
         const { messages } = fromBinary(PublishBatchRequestSchema, call.request);
         cb(null, encoded(PublishBatchResponseSchema, { receipts: await send(messages) }));
       },
-      // The first request subscribes (group, first event type); each batch kafkajs fetches goes
-      // out as one response, and is committed when the client's next settle request comes in.
-      Consume: platformatic
-        ? platformaticConsume
-        : (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
-            const settled: Array<() => void> = [];
-            let consumer: ReturnType<typeof kafka.consumer> | undefined;
-            call.on("data", async (chunk: Buffer) => {
-              const { request } = fromBinary(ConsumeRequestSchema, chunk);
-              if (request.case === "settle") return settled.shift()?.();
-              if (request.case !== "subscribe" || consumer !== undefined) return;
-              const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
-              consumer = c;
-              await c.connect();
-              await c.subscribe({
-                topic: makeTopics("fo.").event(request.value.eventTypes[0] ?? ""),
-                fromBeginning: true,
-              });
-              c.on(c.events.GROUP_JOIN, () =>
-                call.write(
-                  encoded(ConsumeResponseSchema, { response: { case: "subscribed", value: {} } }),
-                ),
-              );
-              await c.run({
-                autoCommit: false,
-                partitionsConsumedConcurrently: 3,
-                eachBatch: async ({ batch }) => {
-                  const deliveries = batch.messages.map((m) => ({
-                    deliveryId: `${batch.partition}:${m.offset}`,
-                    attempt: 1,
-                    topic: batch.topic,
-                    partition: batch.partition,
-                    offset: BigInt(m.offset),
-                    message: {
-                      partitionKey: m.key?.toString() ?? "",
-                      payload: m.value ?? Buffer.alloc(0),
-                    },
-                  }));
-                  const settle = new Promise<void>((resolve) => settled.push(resolve));
-                  call.write(
-                    encoded(ConsumeResponseSchema, {
-                      response: { case: "deliveries", value: { deliveries } },
-                    }),
-                  );
-                  await settle;
-                  await c.commitOffsets([
-                    {
-                      topic: batch.topic,
-                      partition: batch.partition,
-                      offset: String(Number(batch.lastOffset()) + 1),
-                    },
-                  ]);
-                },
-              });
-            });
-            call.on("end", async () => {
-              await consumer?.disconnect();
-              call.end();
-            });
-          },
+      // The first request subscribes (group, first event type).
+      Consume: platformatic ? platformaticConsume : kafkajsConsume,
     },
   );
 }
