@@ -8,7 +8,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "@effect/vitest";
-import { Cause, Clock, Context, Effect, Exit, Layer, Option, Queue } from "effect";
+import { Cause, Clock, Context, Effect, Exit, Layer, Option, Queue, Scope } from "effect";
 import { Client, HazelcastJsonValue } from "hazelcast-client";
 import { afterAll, inject } from "vitest";
 import { type Cluster, connect } from "../../src/memory/hazelcast/client.js";
@@ -189,6 +189,53 @@ describe("HazelcastMemoryStore", () => {
         expect(yield* b.unlock(resource, "alice")).toBe("unlocked");
       }),
     60_000,
+  );
+
+  it.scopedLive(
+    "update events flow while someone subscribes: the last one leaving stops them, the next one starts them",
+    () =>
+      Effect.gen(function* () {
+        const prefix = randomPrefix("updates");
+        const writer = yield* instance(prefix);
+        const watcher = yield* instance(prefix);
+        const record = recordAt(yield* Clock.currentTimeMillis);
+        expect(yield* writer.create(record)).toBe(true);
+        let current = record;
+        const write = Effect.suspend(() => {
+          const written = next(current);
+          return writer.update(record.address, current.revision, written).pipe(
+            Effect.map((ok) => {
+              expect(ok).toBe(true);
+              current = written;
+              return written;
+            }),
+          );
+        });
+        const updatedTo = (queue: Queue.Dequeue<StoreEvent>, written: MemoryRecord) =>
+          eventAbout(queue, record.address).pipe(
+            Effect.repeat({ until: (e) => e.type === "updated" }),
+            Effect.map((e) => expect(e.record).toEqual(written)),
+          );
+
+        const first = yield* Scope.make();
+        const second = yield* Scope.make();
+        const a = yield* Scope.extend(watcher.subscribe, first);
+        const b = yield* Scope.extend(watcher.subscribe, second);
+        const seenByBoth = yield* write;
+        yield* updatedTo(a, seenByBoth);
+        yield* updatedTo(b, seenByBoth);
+
+        // One of two leaves: the other still gets them.
+        yield* Scope.close(first, Exit.void);
+        yield* updatedTo(b, yield* write);
+
+        // Nobody left, then a new subscriber: they flow again.
+        yield* Scope.close(second, Exit.void);
+        yield* write;
+        const c = yield* watcher.subscribe;
+        yield* updatedTo(c, yield* write);
+      }),
+    30_000,
   );
 
   it.scopedLive("expiry is set on the member: update keeps the TTL from allocation", () =>
