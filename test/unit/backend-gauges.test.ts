@@ -88,7 +88,9 @@ describe("Hazelcast map sizes", () => {
     return {
       onMeta: on("meta"),
       onData: on("data"),
-      onMetaAndData: () => Effect.dieMessage("the map sizes use one map per call"),
+      fire: () => {
+        throw new Error("the map sizes wait for every call");
+      },
       onBranches: on("branches"),
       onLocks: on("locks"),
       ping: Effect.void,

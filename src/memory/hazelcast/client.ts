@@ -19,7 +19,7 @@
  * timed out may still take effect on the member later.
  */
 import { randomUUID } from "node:crypto";
-import { Data, Duration, Effect, type Scope } from "effect";
+import { Data, Duration, Effect, Runtime, type Scope } from "effect";
 import {
   AuthenticationError,
   Client,
@@ -285,15 +285,15 @@ export interface Cluster {
   /** key of a version's bytes → the bytes. */
   readonly onData: OnMap<Buffer>;
   /**
-   * One bounded call on `meta` and `data` together: requests made in the
-   * same tick leave in one socket write (the client's auto-pipelining), and
-   * a write is a good part of a round trip's CPU here.
+   * Sends a call on `meta` and `data` and does not wait for it; a failure
+   * is logged (at debug). For what a failure only leaves to expire by
+   * itself, where the answer would cost the caller a fiber step and a round
+   * trip (the unlock after a change).
    */
-  readonly onMetaAndData: <A>(
+  readonly fire: (
     what: string,
-    op: (meta: IMap<string, HazelcastJsonValue>, data: IMap<string, Buffer>) => Promise<A>,
-    timeout?: Duration.Duration,
-  ) => Effect.Effect<A, StoreUnavailable>;
+    op: (meta: IMap<string, HazelcastJsonValue>, data: IMap<string, Buffer>) => Promise<unknown>,
+  ) => void;
   readonly onBranches: OnMap<HazelcastJsonValue>;
   readonly onLocks: OnMap<HazelcastJsonValue>;
   readonly ping: Effect.Effect<void, StoreUnavailable>;
@@ -307,6 +307,7 @@ export const connect = (
     const prefix = options.mapPrefix ?? DEFAULT_MAP_PREFIX;
 
     yield* checkOptions(options);
+    const runtime = yield* Effect.runtime<never>();
     const reachability = makeReachability();
     // asyncStart: resolves without I/O; only a configuration the client rejects fails here.
     const client = yield* Effect.acquireRelease(
@@ -358,17 +359,23 @@ export const connect = (
     return {
       onMeta: on<HazelcastJsonValue>("meta"),
       onData: on<Buffer>("data"),
-      onMetaAndData: (what, op, timeout) =>
-        Effect.suspend(() => {
-          const lost = reachability.lost();
-          return lost === undefined
-            ? call(
-                `meta and data ${what}`,
-                async () => op(await map<HazelcastJsonValue>("meta"), await map<Buffer>("data")),
-                timeout,
-              )
-            : Effect.fail(lost);
-        }),
+      fire: (what, op) => {
+        const failed = (cause: unknown) =>
+          Runtime.runFork(runtime)(
+            Effect.logDebug(`memory store (hazelcast): ${what} failed`, cause),
+          );
+        const meta = map<HazelcastJsonValue>("meta");
+        const data = map<Buffer>("data");
+        try {
+          const sent =
+            meta instanceof Promise || data instanceof Promise
+              ? Promise.all([meta, data]).then(([m, d]) => op(m, d))
+              : op(meta, data);
+          sent.then(undefined, failed);
+        } catch (cause) {
+          failed(cause);
+        }
+      },
       onBranches: on<HazelcastJsonValue>("branches"),
       onLocks: on<HazelcastJsonValue>("locks"),
       // Not held back by a failed ping (it is what finds the cluster back), only by a lost connection.

@@ -41,12 +41,13 @@
  * holds is evicted under the key lock first, with an `expired` event);
  * `modify` and `update` read, decide and write under the key lock
  * (key-lock.ts); `remove` is `remove`. Calls to the cluster, with inline
- * bytes: a `read` is one `get`; a change is `tryLock`, `getEntryView`, `set`
- * of the record, `unlock`. With bytes in `data`, a `read` is a `get` on each
- * map, and a change that writes new ones does their `set` before the
- * record's and `delete`s the old ones with the `unlock` (two calls in one
- * socket write); one that keeps them does a `containsKey` of them (their
- * max idle) instead of the `set`. `readMany` is one `getAll` on `meta`
+ * bytes: a `read` is one `get`; a change is `tryLock` then `getEntryView`
+ * (one bounded call), `set` of the record, and an `unlock` it does not wait
+ * for. With bytes in `data`, a `read` is a `get` on each map, and a change
+ * that writes new ones does their `set` before the record's and `delete`s
+ * the old ones with the `unlock` (two calls in one socket write); one that
+ * keeps them does a `containsKey` of them (their max idle) instead of the
+ * `set`. `readMany` is one `getAll` on `meta`
  * (per member holding the keys), and one on `data` when some bytes are there.
  */
 import { randomUUID } from "node:crypto";
@@ -84,6 +85,12 @@ const DATA_GRACE_MS = 1_000;
 const QUERY_ACCESS_TIMES_LIMIT = 256;
 
 const newDataKey = (address: string): string => `${address}#${randomUUID()}`;
+
+/** The record a change wrote, and the key of the bytes it replaced (deleted with the unlock). */
+interface WriteOutcome {
+  readonly record: MemoryRecord;
+  readonly replaced?: string;
+}
 
 /** Where a record's bytes are: inline, or the key of their entry in `data`. */
 type Storage = Pick<StoredMeta, "_data" | "_inline">;
@@ -292,26 +299,33 @@ export const makeEntryStore = (
         if (existing !== null && liveMeta(existing, at) === undefined) {
           // Past its TTL but not yet removed by the member: expire it now (an `expired`
           // event, like the member's own), then take the address.
-          existing = yield* withKeyLock(address, (timeLeft) =>
-            Effect.gen(function* () {
-              const current = yield* onMeta("get", (m) => m.get(address), yield* timeLeft);
-              if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
-              if (current !== null) {
-                yield* onMeta("evict", (m) => m.evict(address), yield* timeLeft);
-                const expiredKey = parse<StoredMeta>(current)._data;
-                if (expiredKey !== undefined) {
-                  yield* bestEffort(
-                    "deleting the bytes of an expired entry",
-                    Effect.flatMap(timeLeft, (timeout) =>
-                      onData("delete", (m) => m.delete(expiredKey), timeout),
-                    ),
-                  );
+          existing = yield* withKeyLock(
+            address,
+            "get",
+            (m) => m.get(address),
+            (current, timeLeft) =>
+              Effect.gen(function* () {
+                if (current !== null && liveMeta(current, yield* now) !== undefined) return current;
+                if (current !== null) {
+                  yield* onMeta("evict", (m) => m.evict(address), yield* timeLeft);
+                  const expiredKey = parse<StoredMeta>(current)._data;
+                  if (expiredKey !== undefined) {
+                    yield* bestEffort(
+                      "deleting the bytes of an expired entry",
+                      Effect.flatMap(timeLeft, (timeout) =>
+                        onData("delete", (m) => m.delete(expiredKey), timeout),
+                      ),
+                    );
+                  }
                 }
-              }
-              return yield* Effect.flatMap(timeLeft, (timeout) =>
-                onMeta("putIfAbsent", (m) => m.putIfAbsent(address, value, ttl, maxIdle), timeout),
-              );
-            }),
+                return yield* Effect.flatMap(timeLeft, (timeout) =>
+                  onMeta(
+                    "putIfAbsent",
+                    (m) => m.putIfAbsent(address, value, ttl, maxIdle),
+                    timeout,
+                  ),
+                );
+              }),
           );
         }
         return existing === null;
@@ -325,7 +339,7 @@ export const makeEntryStore = (
     { record, data }: EntryChange,
     at: number,
     timeLeft: TimeLeft,
-  ): Effect.Effect<{ record: MemoryRecord; replaced?: string }, StoreUnavailable> => {
+  ): Effect.Effect<WriteOutcome, StoreUnavailable> => {
     if (record.address !== address) {
       return Effect.dieMessage(`a change of ${address} must keep its address`);
     }
@@ -367,25 +381,23 @@ export const makeEntryStore = (
     decide: (current: StoredEntry) => Effect.Effect<EntryChange | undefined, E>,
   ) =>
     serialized(address)(
-      withKeyLock<{ record: MemoryRecord; replaced?: string } | undefined, E>(
+      withKeyLock(
         address,
-        (timeLeft) =>
-          // Not touching: a change decided against is no access (a write touches anyway).
-          Effect.flatMap(timeLeft, (timeout) =>
-            onMeta("getEntryView", (m) => m.getEntryView(address), timeout),
-          ).pipe(
-            Effect.flatMap((view) =>
-              Effect.clockWith((clock) => {
-                const at = clock.unsafeCurrentTimeMillis();
-                const stored = liveMeta(view?.value ?? null, at);
-                if (view === null || stored === undefined) return Effect.succeed(undefined);
-                return Effect.flatMap(decide(untouchedEntry(view, stored, at)), (next) =>
-                  next === undefined
-                    ? Effect.succeed(undefined)
-                    : writeChange(address, stored, next, at, timeLeft),
-                );
-              }),
-            ),
+        "getEntryView",
+        // Not touching: a change decided against is no access (a write touches anyway).
+        (m) => m.getEntryView(address),
+        (view, timeLeft) =>
+          Effect.clockWith(
+            (clock): Effect.Effect<WriteOutcome | undefined, E | StoreUnavailable> => {
+              const at = clock.unsafeCurrentTimeMillis();
+              const stored = liveMeta(view?.value ?? null, at);
+              if (view === null || stored === undefined) return Effect.succeed(undefined);
+              return Effect.flatMap(decide(untouchedEntry(view, stored, at)), (next) =>
+                next === undefined
+                  ? Effect.succeed(undefined)
+                  : writeChange(address, stored, next, at, timeLeft),
+              );
+            },
           ),
         (outcome) => outcome?.replaced,
       ),

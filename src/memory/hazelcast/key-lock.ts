@@ -12,16 +12,19 @@
  * revision exactly one wins, as long as the critical section (bounded by
  * `CRITICAL_SECTION`) ends within the lock's lease (`KEY_LOCK_LEASE_MS`);
  * the lease frees the key if this process dies or loses the cluster
- * mid-way. A lock request that times out here but is granted late on the
- * member keeps the key locked until its lease ends (other instances'
- * writes to that address wait or fail with StoreUnavailable meanwhile).
+ * mid-way. A lock granted after this side stopped waiting for it (timed
+ * out, interrupted) is released as soon as it comes. The unlock is not
+ * waited for: a change answers after its `set`, and a later call of this
+ * client on the key goes behind the unlock (and would take the lock again
+ * even before it, the lock being this client's).
  *
  * Both bounds here are per call, not raced against the work: a timeout race
  * forks a fiber and a timer, which is a measurable part of a write's CPU.
  */
 import { Duration, Effect, Exit } from "effect";
+import type { HazelcastJsonValue, IMap } from "hazelcast-client";
 import { StoreUnavailable } from "../store.js";
-import { bestEffort, type Cluster, OP_TIMEOUT, timedOut } from "./client.js";
+import { type Cluster, OP_TIMEOUT, timedOut } from "./client.js";
 
 /** How long an update waits on the member for another instance's lock of the key. */
 const KEY_LOCK_WAIT_MS = 2_000;
@@ -47,9 +50,11 @@ interface Slot {
 }
 
 const CRITICAL_SECTION_MS = Duration.toMillis(CRITICAL_SECTION);
+/** Bound of the lock and the read after it: a call, and the lock's wait on the member. */
+const LOCK_AND_READ_TIMEOUT = Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS));
 const OP_TIMEOUT_MS = Duration.toMillis(OP_TIMEOUT);
 
-export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
+export const makeKeyLocks = ({ onMeta, fire }: Cluster) => {
   const localLocks = new Map<string, Slot>();
 
   /** The address goes to the next waiting call, or is free. */
@@ -132,28 +137,73 @@ export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
       );
 
   /**
-   * Runs `effect` holding the member-side lock of the record's key (see the
-   * module comment). Each call `effect` makes takes its bound from
-   * `timeLeft`, so the whole stays within `CRITICAL_SECTION`. `garbage`
-   * names the bytes `effect`'s result no longer refers to: they are deleted
-   * in the unlock's round trip.
+   * Runs `effect` holding the member-side lock of the record's key, given
+   * what `read` found under it (see the module comment). The lock and the
+   * read are one bounded call: the read is sent as soon as the lock is
+   * granted, with no fiber step in between. Each call `effect` makes takes
+   * its bound from `timeLeft`, so the whole stays within
+   * `CRITICAL_SECTION`. The unlock is sent once `effect` ends and is not
+   * waited for: the key's next call from this client goes behind it on the
+   * member, and a lost unlock is a lost unlock today too (the lease frees
+   * the key). `garbage` names the bytes `effect`'s result no longer refers
+   * to: they are deleted in the unlock's socket write.
    */
-  const withKeyLock = <A, E>(
+  const withKeyLock = <V, A, E>(
     address: string,
-    effect: (timeLeft: TimeLeft) => Effect.Effect<A, E | StoreUnavailable>,
+    what: string,
+    read: (meta: IMap<string, HazelcastJsonValue>) => Promise<V>,
+    effect: (found: V, timeLeft: TimeLeft) => Effect.Effect<A, E | StoreUnavailable>,
     garbage: (result: A) => string | undefined = () => undefined,
-  ): Effect.Effect<A, E | StoreUnavailable> =>
-    Effect.uninterruptibleMask((restore) =>
-      Effect.flatMap(
-        restore(
-          onMeta(
-            "tryLock",
-            (m) => m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS),
-            Duration.sum(OP_TIMEOUT, Duration.millis(KEY_LOCK_WAIT_MS)),
-          ),
+  ): Effect.Effect<A, E | StoreUnavailable> => {
+    // The lock of the current attempt: granted, released (once), and whether the caller stopped waiting.
+    let held = false;
+    let released = false;
+    let givenUp = false;
+    const release = (dataKey?: string) => {
+      if (!held || released) return;
+      released = true;
+      if (dataKey === undefined) fire("unlock", (meta) => meta.unlock(address));
+      else {
+        fire("unlock, deleting replaced bytes", (meta, data) =>
+          Promise.all([meta.unlock(address), data.delete(dataKey)]),
+        );
+      }
+    };
+    const locked = onMeta(
+      `tryLock, ${what}`,
+      async (m): Promise<{ found: V } | undefined> => {
+        held = false;
+        released = false;
+        if (!(await m.tryLock(address, KEY_LOCK_WAIT_MS, KEY_LOCK_LEASE_MS))) return undefined;
+        held = true;
+        if (givenUp) {
+          release();
+          return undefined;
+        }
+        try {
+          const found = await read(m);
+          if (givenUp) release();
+          return { found };
+        } catch (error) {
+          release();
+          throw error;
+        }
+      },
+      LOCK_AND_READ_TIMEOUT,
+    );
+    return Effect.uninterruptibleMask((restore) =>
+      restore(locked).pipe(
+        Effect.onExit((exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.sync(() => {
+                // Timed out or interrupted: a lock granted from now on is released at once.
+                givenUp = true;
+                release();
+              }),
         ),
-        (locked): Effect.Effect<A, E | StoreUnavailable> => {
-          if (!locked) {
+        Effect.flatMap((lock) => {
+          if (lock === undefined) {
             return Effect.fail(
               new StoreUnavailable({
                 cause: new Error(
@@ -170,26 +220,16 @@ export const makeKeyLocks = ({ onMeta, onMetaAndData }: Cluster) => {
                 ? Effect.fail(timedOut("update", CRITICAL_SECTION)())
                 : Effect.succeed(left < OP_TIMEOUT_MS ? Duration.millis(left) : OP_TIMEOUT);
             });
-            return restore(effect(timeLeft)).pipe(
-              Effect.onExit((exit) => {
-                const dataKey = Exit.isSuccess(exit) ? garbage(exit.value) : undefined;
-                return dataKey === undefined
-                  ? bestEffort(
-                      "unlock",
-                      onMeta("unlock", (m) => m.unlock(address)),
-                    )
-                  : bestEffort(
-                      "unlock, deleting replaced bytes",
-                      onMetaAndData("unlock, delete", (meta, data) =>
-                        Promise.all([meta.unlock(address), data.delete(dataKey)]),
-                      ),
-                    );
-              }),
+            return restore(effect(lock.found, timeLeft)).pipe(
+              Effect.onExit((exit) =>
+                Effect.sync(() => release(Exit.isSuccess(exit) ? garbage(exit.value) : undefined)),
+              ),
             );
           });
-        },
+        }),
       ),
     );
+  };
 
   return { serialized, withKeyLock };
 };
