@@ -14,7 +14,7 @@ import {
   Effect,
   Exit,
   FiberId,
-  type FiberRef,
+  FiberRef,
   FiberRefs,
   Option,
   Runtime,
@@ -130,25 +130,52 @@ const deadlineOf = (ctx: HandlerContext) => {
  * state rather than with `Effect.locally`, which would add an
  * acquire/release step per value to every call.
  */
-const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.Runtime<R> => {
-  const span = ctx.values.get(rpcSpanKey)?.spanContext();
-  const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[FiberId.none, value]]] as const;
-  return Runtime.make({
-    // A call in no trace has no parent to give (and the context is not copied for nothing).
-    context:
-      span !== undefined && isSpanContextValid(span)
-        ? Context.add(runtime.context, Tracer.ParentSpan, makeExternalSpan(span))
-        : runtime.context,
+const callRuntime = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.Runtime<R> =>
+  Runtime.make({
+    context: callContext(runtime, ctx),
     runtimeFlags: runtime.runtimeFlags,
-    fiberRefs: FiberRefs.updateManyAs(runtime.fiberRefs, {
-      entries: [
-        set(CurrentClient, clientOf(ctx)),
-        set(CurrentPrincipal, ctx.values.get(principalKey)),
-        set(CurrentAuthorization, authorizationOf(ctx)),
-        set(CurrentDeadline, deadlineOf(ctx)),
-      ],
-    }),
+    fiberRefs: callRefs(runtime.fiberRefs, FiberId.none, ctx),
   });
+
+/** A call in no trace has no parent to give (and the context is not copied for nothing). */
+const callContext = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext) => {
+  const span = ctx.values.get(rpcSpanKey)?.spanContext();
+  return span !== undefined && isSpanContextValid(span)
+    ? Context.add(runtime.context, Tracer.ParentSpan, makeExternalSpan(span))
+    : runtime.context;
+};
+
+const callRefs = (refs: FiberRefs.FiberRefs, id: FiberId.Single, ctx: HandlerContext) => {
+  const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[id, value]]] as const;
+  return FiberRefs.updateManyAs(refs, {
+    entries: [
+      set(CurrentClient, clientOf(ctx)),
+      set(CurrentPrincipal, ctx.values.get(principalKey)),
+      set(CurrentAuthorization, authorizationOf(ctx)),
+      set(CurrentDeadline, deadlineOf(ctx)),
+    ],
+  });
+};
+
+/**
+ * How a unary call's fiber is forked: the values `callRuntime` gives, set
+ * on the fiber's own copy of the refs instead of on a runtime built for
+ * the call (which `runFork` would then copy again).
+ */
+const callFork = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.RunForkOptions => {
+  const context = callContext(runtime, ctx);
+  return {
+    updateRefs: (refs, id) => {
+      const withCall = callRefs(refs, id, ctx);
+      return context === runtime.context
+        ? withCall
+        : FiberRefs.updateAs(withCall, {
+            fiberId: id,
+            fiberRef: FiberRef.currentContext,
+            value: context,
+          });
+    },
+  };
 };
 
 /**
@@ -173,7 +200,7 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
 
   return {
     unary: (ctx, effect) => {
-      const fiber = Runtime.runFork(callRuntime(runtime, ctx))(effect);
+      const fiber = Runtime.runFork(runtime)(effect, callFork(runtime, ctx));
       const settle = <A>(exit: Exit.Exit<A, MeshError>) => {
         if (Exit.isSuccess(exit)) return exit.value;
         throw toConnectError(exit.cause, ctx);
