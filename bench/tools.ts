@@ -12,7 +12,7 @@
  * - Driver-call pairs: the in-process Node load of bench/harness.ts.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { type ClientHttp2Session, connect } from "node:http2";
 import { createRequire } from "node:module";
 import { cpus } from "node:os";
@@ -48,6 +48,10 @@ export const tools = { ghz: "", h2load: "", protoset: join(scratch, "protoset.bi
 /** Builds ghz (pinned, cached), installs h2load if missing, compiles the protoset ghz reads. */
 export const prepareTools = async (log: (line: string) => void) => {
   mkdirSync(scratch, { recursive: true });
+  // Request bodies and logs are named per run: the ones of earlier runs would pile up.
+  for (const name of readdirSync(scratch)) {
+    if (/^(?:request-\d+-\d+\.bin|h2load-\d+\.log)$/.test(name)) rmSync(join(scratch, name));
+  }
   const ghz = await ensureGoTool(goTools.ghz);
   if (ghz.built) log(`built ghz ${goTools.ghz.version}`);
   tools.ghz = ghz.binary;
