@@ -145,15 +145,22 @@ const callContext = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext) => {
     : runtime.context;
 };
 
-const callRefs = (refs: FiberRefs.FiberRefs, id: FiberId.Single, ctx: HandlerContext) => {
+/** The call's values on `refs`, as fiber `id` sets them; with `context`, the call's context too. */
+const callRefs = (
+  refs: FiberRefs.FiberRefs,
+  id: FiberId.Single,
+  ctx: HandlerContext,
+  context?: Context.Context<never>,
+) => {
   const set = <A>(ref: FiberRef.FiberRef<A>, value: A) => [ref, [[id, value]]] as const;
+  const values = [
+    set(CurrentClient, clientOf(ctx)),
+    set(CurrentPrincipal, ctx.values.get(principalKey)),
+    set(CurrentAuthorization, authorizationOf(ctx)),
+    set(CurrentDeadline, deadlineOf(ctx)),
+  ] as const;
   return FiberRefs.updateManyAs(refs, {
-    entries: [
-      set(CurrentClient, clientOf(ctx)),
-      set(CurrentPrincipal, ctx.values.get(principalKey)),
-      set(CurrentAuthorization, authorizationOf(ctx)),
-      set(CurrentDeadline, deadlineOf(ctx)),
-    ],
+    entries: context === undefined ? values : [...values, set(FiberRef.currentContext, context)],
   });
 };
 
@@ -165,16 +172,8 @@ const callRefs = (refs: FiberRefs.FiberRefs, id: FiberId.Single, ctx: HandlerCon
 const callFork = <R>(runtime: Runtime.Runtime<R>, ctx: HandlerContext): Runtime.RunForkOptions => {
   const context = callContext(runtime, ctx);
   return {
-    updateRefs: (refs, id) => {
-      const withCall = callRefs(refs, id, ctx);
-      return context === runtime.context
-        ? withCall
-        : FiberRefs.updateAs(withCall, {
-            fiberId: id,
-            fiberRef: FiberRef.currentContext,
-            value: context,
-          });
-    },
+    updateRefs: (refs, id) =>
+      callRefs(refs, id, ctx, context === runtime.context ? undefined : context),
   };
 };
 
