@@ -185,10 +185,22 @@ const decodeMessage = (message: string) => {
 };
 
 /** A grpc-js status → the ConnectError connect-node would have raised for it. */
+/**
+ * A stream that closed without a gRPC status (a node killed mid-call ends
+ * its calls so): no answer came, as when the connection drops, which
+ * grpc-go and grpcio report as UNAVAILABLE. The router may then retry the
+ * call on another node, where INTERNAL would blame the server. grpc-js
+ * marks the case only in its details (its status objects lose the stream's
+ * RST code on the way to the callback).
+ */
+const endedWithoutStatus = (error: GrpcJs.ServiceError) =>
+  (error.code as number) === Code.Internal &&
+  error.details.startsWith("Received RST_STREAM with code 0 (Call ended without gRPC status)");
+
 const fromServiceError = (error: GrpcJs.ServiceError): ConnectError => {
   const err = new ConnectError(
     decodeMessage(error.details),
-    error.code as number as Code,
+    endedWithoutStatus(error) ? Code.Unavailable : (error.code as number as Code),
     undefined,
     undefined,
     error,
