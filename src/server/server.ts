@@ -5,7 +5,6 @@
  * released after it, in reverse order of acquisition.
  */
 import { createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Context, Duration, Effect, Layer, Option, Redacted, Runtime, RuntimeFlags } from "effect";
 import { MeshClient } from "../client/MeshClient.js";
 import { peerKey, peerName } from "../common/caller.js";
@@ -22,6 +21,7 @@ import { serveNativeGrpc } from "./grpc-native.js";
 import { HealthRegistry, OVERALL } from "./health.js";
 import { type Handler, type Listening, listen, writeHead } from "./http.js";
 import { errorInterceptor } from "./interceptors.js";
+import { nodeAdapter } from "./node-adapter.js";
 import { makePolicy } from "./policy.js";
 import { makeRelay } from "./relay.js";
 import { type AppServices, implementations, routes, servedServices } from "./routes.js";
@@ -78,20 +78,13 @@ export const MeshServerLive = Layer.scoped(
     });
     const reportDefect = makeDefectReporter(runtime);
     const services = implementations(makeBridge(runtime, shutdown.signal));
-    // Connect gives `contextValues` the request only; the telemetry needs its response. Each
-    // entry is deleted once read: a WeakMap's entries otherwise keep the request and response
-    // alive until a full GC, and the heap grew to twice its size under load.
-    const responses = new WeakMap<object, Parameters<Handler>[1]>();
-    const connect = connectNodeAdapter({
+    const connect = nodeAdapter({
       routes: routes(services),
-      contextValues: (req) => {
-        const values = createContextValues()
+      contextValues: (req, res) =>
+        createContextValues()
           .set(peerKey, peerName(req.socket))
-          .set(certificateKey, clientCertificateName(req.socket));
-        const res = responses.get(req);
-        responses.delete(req);
-        return res === undefined ? values : values.set(responseSentKey, whenClosed(res));
-      },
+          .set(certificateKey, clientCertificateName(req.socket))
+          .set(responseSentKey, whenClosed(res)),
       // Outermost first: telemetry sees the final status of every call, including refusals.
       interceptors: [...policy.interceptors, errorInterceptor(reportDefect)],
       readMaxBytes: config.maxRequestBytes,
@@ -146,9 +139,9 @@ export const MeshServerLive = Layer.scoped(
       }
       if (req.method === "GET" && (plain(req, res) || webConsole(req, res))) return;
       if (relay?.handle(req, res)) return;
-      responses.set(req, res);
-      connect(req, res);
-      responses.delete(req); // a path Connect does not serve never reads it
+      if (connect(req, res)) return;
+      writeHead(res, 404);
+      res.end();
     };
 
     // Services whose backend check already reported keep that status.

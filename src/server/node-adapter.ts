@@ -1,0 +1,119 @@
+/**
+ * connect-node's request handler (its `connectNodeAdapter`), except for the
+ * request's abort signal: connect-node aborts it when the request closes,
+ * which is after every call, and `abort()` without a reason builds a
+ * DOMException with its stack (about a tenth of a Health/Check's CPU here).
+ * Here it aborts only when the request closes before its response was
+ * ended: the client went away or reset the stream, which is all the
+ * handler needs to know. The rest is connect-node's public API.
+ */
+import type http from "node:http";
+import type http2 from "node:http2";
+import { constants } from "node:http2";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type ConnectRouterOptions,
+  type ContextValues,
+  createConnectRouter,
+} from "@connectrpc/connect";
+import type { UniversalServerRequest } from "@connectrpc/connect/protocol";
+import {
+  compressionBrotli,
+  compressionGzip,
+  universalResponseToNodeResponse,
+} from "@connectrpc/connect-node";
+
+type NodeRequest = http.IncomingMessage | http2.Http2ServerRequest;
+type NodeResponse = http.ServerResponse | http2.Http2ServerResponse;
+
+export interface NodeAdapterOptions extends ConnectRouterOptions {
+  readonly routes: (router: ConnectRouter) => void;
+  readonly contextValues: (req: NodeRequest, res: NodeResponse) => ContextValues;
+}
+
+/** What an HTTP/2 reset by the client means for the call (connect-node's table). */
+const resetCodes: Record<number, [Code, string]> = {
+  [constants.NGHTTP2_REFUSED_STREAM]: [Code.Unavailable, "the client refused the stream"],
+  [constants.NGHTTP2_CANCEL]: [Code.Canceled, "the client cancelled the call"],
+  [constants.NGHTTP2_ENHANCE_YOUR_CALM]: [
+    Code.ResourceExhausted,
+    "the client asked the server to calm down",
+  ],
+  [constants.NGHTTP2_INADEQUATE_SECURITY]: [
+    Code.PermissionDenied,
+    "the client found the security inadequate",
+  ],
+};
+
+/** Why a request closed before its response ended: made only when that happens. */
+const closedEarly = (req: NodeRequest): ConnectError => {
+  const rstCode = "stream" in req ? req.stream.rstCode : undefined;
+  const [code, message] = (rstCode !== undefined && resetCodes[rstCode]) || [
+    Code.Canceled,
+    "the client closed the request",
+  ];
+  const cause = req.errored ?? undefined;
+  return new ConnectError(message, code, undefined, undefined, cause);
+};
+
+const headersOf = (node: NodeRequest["headers"]): Headers => {
+  const headers = new Headers();
+  for (const [name, value] of Object.entries(node)) {
+    if (value === undefined || name.startsWith(":")) continue;
+    if (typeof value === "string") headers.append(name, value);
+    else for (const v of value) headers.append(name, v);
+  }
+  return headers;
+};
+
+const universalRequest = (
+  req: NodeRequest,
+  res: NodeResponse,
+  contextValues: ContextValues,
+): UniversalServerRequest => {
+  const encrypted = "encrypted" in req.socket && req.socket.encrypted === true;
+  const authority = "authority" in req ? req.authority : req.headers.host;
+  if (authority === undefined)
+    throw new ConnectError("unable to determine request authority", Code.Internal);
+  const controller = new AbortController();
+  // HTTP/1.1: the request closes once its body is read, so the response's close is the one
+  // that says the exchange is over (https://github.com/nodejs/node/issues/40775).
+  (("stream" in req ? req : res) as NodeResponse).once("close", () => {
+    if (!res.writableEnded) controller.abort(closedEarly(req));
+  });
+  return {
+    httpVersion: req.httpVersion,
+    method: req.method ?? "",
+    url: new URL(req.url ?? "", `${encrypted ? "https" : "http"}://${authority}`).toString(),
+    header: headersOf(req.headers),
+    body: req.iterator({ destroyOnReturn: false }),
+    signal: controller.signal,
+    contextValues,
+  };
+};
+
+/** A request listener for http and http2 servers; `undefined` for paths it does not serve. */
+export const nodeAdapter = (options: NodeAdapterOptions) => {
+  const router = createConnectRouter({
+    acceptCompression: [compressionGzip, compressionBrotli],
+    ...options,
+  });
+  options.routes(router);
+  const paths = new Map(router.handlers.map((h) => [h.requestPath, h]));
+  return (req: NodeRequest, res: NodeResponse): boolean => {
+    const handler = paths.get(req.url?.split("?", 2)[0] ?? "");
+    if (handler === undefined) return false;
+    handler(universalRequest(req, res, options.contextValues(req, res)))
+      .then((ures) => universalResponseToNodeResponse(ures, res))
+      .catch((reason: unknown) => {
+        if (ConnectError.from(reason).code === Code.Aborted) return;
+        console.error(
+          `handler for rpc ${handler.method.name} of ${handler.service.typeName} failed`,
+          reason,
+        );
+      });
+    return true;
+  };
+};
