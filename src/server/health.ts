@@ -58,6 +58,8 @@ export interface CheckReport {
 interface State {
   readonly draining: boolean;
   readonly components: HashMap.HashMap<string, ServingStatus>;
+  /** Whether any component is NOT_SERVING: kept with `components`, read by every overall check. */
+  readonly anyDown: boolean;
   readonly checks: HashMap.HashMap<string, ComponentCheck>;
 }
 
@@ -73,8 +75,16 @@ const statusOf = (state: State, name: string): Option.Option<ServingStatus> => {
       Option.map((s) => (state.draining ? "NOT_SERVING" : s)),
     );
   }
-  const anyDown = HashMap.some(state.components, (s) => s === "NOT_SERVING");
-  return Option.some(state.draining || anyDown ? "NOT_SERVING" : "SERVING");
+  return Option.some(state.draining || state.anyDown ? "NOT_SERVING" : "SERVING");
+};
+
+const withStatus = (
+  components: State["components"],
+  name: string,
+  status: ServingStatus,
+): Pick<State, "components" | "anyDown"> => {
+  const next = HashMap.set(components, name, status);
+  return { components: next, anyDown: HashMap.some(next, (s) => s === "NOT_SERVING") };
 };
 
 export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthRegistry", {
@@ -82,6 +92,7 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
     const ref = yield* SubscriptionRef.make<State>({
       draining: false,
       components: HashMap.empty(),
+      anyDown: false,
       checks: HashMap.empty(),
     });
     const watchedStatus = (state: State, name: string): WatchedStatus =>
@@ -100,7 +111,7 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
       set: (name: string, status: ServingStatus) =>
         SubscriptionRef.update(ref, (s) => ({
           ...s,
-          components: HashMap.set(s.components, name, status),
+          ...withStatus(s.components, name, status),
         })),
       /**
        * Reports the outcome of a component's periodic check: its status (as
@@ -120,7 +131,7 @@ export class HealthRegistry extends Effect.Service<HealthRegistry>()("fo/HealthR
             };
             return {
               ...s,
-              components: HashMap.set(s.components, name, report.status),
+              ...withStatus(s.components, name, report.status),
               checks: HashMap.set(s.checks, name, check),
             };
           }),
