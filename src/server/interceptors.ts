@@ -38,26 +38,32 @@ export const callError = (
 export const errorInterceptor =
   (reportDefect: ReportDefect): Interceptor =>
   (next) =>
-  async (req) => {
+  (req) => {
     const normalize = (e: unknown) => callError(req, e, req.signal.aborted, reportDefect);
-    try {
-      const res = await next(req);
-      if (!res.stream) return res;
-      const messages = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* messages;
-          } catch (e) {
-            throw normalize(e);
-          }
-        })(),
-      };
-    } catch (e) {
-      throw normalize(e);
-    }
+    return called(() => next(req)).then(
+      (res) => (res.stream ? { ...res, message: mapErrors(res.message, normalize) } : res),
+      (e: unknown) => {
+        throw normalize(e);
+      },
+    );
   };
+
+/** `call()`, with a synchronous throw as a rejection. */
+const called = <R>(call: () => Promise<R>): Promise<R> => {
+  try {
+    return call();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+};
+
+async function* mapErrors<A>(messages: AsyncIterable<A>, f: (e: unknown) => unknown) {
+  try {
+    yield* messages;
+  } catch (e) {
+    throw f(e);
+  }
+}
 
 /**
  * The response of `call()` (the next handler), with `end` called once when the call is over:
@@ -65,35 +71,34 @@ export const errorInterceptor =
  * server stream ends, fails or is cancelled by the client (`error` is what
  * it failed with, if anything).
  */
-export const onEnd = async <R extends UnaryResponse | StreamResponse>(
+export const onEnd = <R extends UnaryResponse | StreamResponse>(
   call: () => Promise<R>,
   end: (error?: unknown) => void,
-): Promise<R> => {
-  let res: R;
-  try {
-    res = await call();
-  } catch (error) {
-    end(error);
-    throw error;
-  }
-  if (!res.stream) {
-    end();
-    return res;
-  }
-  const messages = res.message;
-  return {
-    ...res,
-    message: (async function* () {
-      let failure: unknown;
-      try {
-        yield* messages;
-      } catch (error) {
-        failure = error;
-        throw error;
-      } finally {
-        // A stream the client cancelled ends here without an error of its own.
-        end(failure);
+): Promise<R> =>
+  // Promise reactions rather than an async function: every call of the one port runs this twice.
+  called(call).then(
+    (res) => {
+      if (!res.stream) {
+        end();
+        return res;
       }
-    })(),
-  };
-};
+      return { ...res, message: endsWith(res.message, end) };
+    },
+    (error: unknown) => {
+      end(error);
+      throw error;
+    },
+  );
+
+async function* endsWith<A>(messages: AsyncIterable<A>, end: (error?: unknown) => void) {
+  let failure: unknown;
+  try {
+    yield* messages;
+  } catch (error) {
+    failure = error;
+    throw error;
+  } finally {
+    // A stream the client cancelled ends here without an error of its own.
+    end(failure);
+  }
+}

@@ -70,7 +70,7 @@ export const makePolicy = (options: {
     };
   };
 
-  const admission: Interceptor = (next) => async (req) => {
+  const admission: Interceptor = (next) => (req) => {
     const { principal, release } = admit({
       method: req.method,
       header: (name) => req.header.get(name),

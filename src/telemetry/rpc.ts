@@ -174,7 +174,7 @@ export const rpcTelemetry = (telemetry: TelemetryShape): RpcTelemetry => {
 
   return {
     start,
-    interceptor: (next) => async (req) => {
+    interceptor: (next) => (req) => {
       const call = start(
         req.service.typeName,
         req.method.name,
