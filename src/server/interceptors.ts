@@ -75,7 +75,7 @@ export const onEnd = <R extends UnaryResponse | StreamResponse>(
   call: () => Promise<R>,
   end: (error?: unknown) => void,
 ): Promise<R> =>
-  // Promise reactions rather than an async function: every call of the one port runs this twice.
+  // Promise reactions rather than an async function: every call of the one port runs this.
   called(call).then(
     (res) => {
       if (!res.stream) {
