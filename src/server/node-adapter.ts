@@ -68,15 +68,27 @@ const headersOf = (node: NodeRequest["headers"]): Headers => {
   return headers;
 };
 
+/**
+ * The request's URL. Only its path and query are read; an HTTP/1.0 request
+ * may have no Host and any request a malformed one (connect-node threw
+ * then, out of the request listener): such a request is served as if it had
+ * named localhost.
+ */
+const urlOf = (req: NodeRequest): string => {
+  const scheme = "encrypted" in req.socket && req.socket.encrypted === true ? "https" : "http";
+  const authority = ("authority" in req ? req.authority : req.headers.host) ?? "localhost";
+  try {
+    return new URL(req.url ?? "", `${scheme}://${authority}`).toString();
+  } catch {
+    return new URL(req.url ?? "", `${scheme}://localhost`).toString();
+  }
+};
+
 const universalRequest = (
   req: NodeRequest,
   res: NodeResponse,
   contextValues: ContextValues,
 ): UniversalServerRequest => {
-  const encrypted = "encrypted" in req.socket && req.socket.encrypted === true;
-  const authority = "authority" in req ? req.authority : req.headers.host;
-  if (authority === undefined)
-    throw new ConnectError("unable to determine request authority", Code.Internal);
   const controller = new AbortController();
   // HTTP/1.1: the request closes once its body is read, so the response's close is the one
   // that says the exchange is over (https://github.com/nodejs/node/issues/40775).
@@ -86,7 +98,7 @@ const universalRequest = (
   return {
     httpVersion: req.httpVersion,
     method: req.method ?? "",
-    url: new URL(req.url ?? "", `${encrypted ? "https" : "http"}://${authority}`).toString(),
+    url: urlOf(req),
     header: headersOf(req.headers),
     body: req.iterator({ destroyOnReturn: false }),
     signal: controller.signal,

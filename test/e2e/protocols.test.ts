@@ -1,4 +1,5 @@
 /** Tier 2: a real server on port 0, called over every protocol it speaks. */
+import { connect } from "node:net";
 import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
@@ -60,5 +61,39 @@ describe.each(protocolNames)("%s", (protocol) => {
       })(),
     );
     expect(err.code).toBe(Code.DeadlineExceeded);
+  });
+});
+
+/** Sends `head` and a JSON body on a new connection; resolves with everything read until it closes. */
+const rawExchange = (url: string, head: string, body: string) =>
+  new Promise<string>((resolve, reject) => {
+    const { hostname, port } = new URL(url);
+    const socket = connect(Number(port), hostname, () =>
+      socket.end(`${head}Content-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`),
+    );
+    let text = "";
+    socket.setEncoding("utf8").on("data", (d: string) => {
+      text += d;
+    });
+    socket.on("close", () => resolve(text)).on("error", reject);
+  });
+
+describe("requests with no usable authority", () => {
+  // connect-node built each call's URL from the Host header and threw out of the request
+  // listener without one: one such request took the whole process down.
+  it.each([
+    ["an HTTP/1.0 request with no Host", "POST /grpc.health.v1.Health/Check HTTP/1.0\r\n"],
+    ["a malformed Host", "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: [bad\r\n"],
+  ])("serves %s", async (_, requestLine) => {
+    const answer = await rawExchange(
+      mesh.url,
+      `${requestLine}Content-Type: application/json\r\n`,
+      "{}",
+    );
+    expect(answer).toMatch(/^HTTP\/1\.[01] 200/);
+    expect(answer).toContain('"status":"SERVING"');
+    expect((await clientFor(Health, "Connect over HTTP/1.1", mesh.url).check({})).status).toBe(
+      Status.SERVING,
+    );
   });
 });
