@@ -5,7 +5,8 @@
  * DOMException with its stack (about a tenth of a Health/Check's CPU here).
  * Here it aborts only when the request closes before its response was
  * ended: the client went away or reset the stream, which is all the
- * handler needs to know. The rest is connect-node's public API.
+ * handler needs to know. And a request with no usable Host is served
+ * (`urlOf`) where connect-node threw. The rest is connect-node's public API.
  */
 import type http from "node:http";
 import type http2 from "node:http2";
