@@ -184,7 +184,6 @@ const decodeMessage = (message: string) => {
   }
 };
 
-/** A grpc-js status → the ConnectError connect-node would have raised for it. */
 /**
  * A stream that closed without a gRPC status (a node killed mid-call ends
  * its calls so): no answer came, as when the connection drops, which
@@ -197,6 +196,7 @@ const endedWithoutStatus = (error: GrpcJs.ServiceError) =>
   (error.code as number) === Code.Internal &&
   error.details.startsWith("Received RST_STREAM with code 0 (Call ended without gRPC status)");
 
+/** A grpc-js status → the ConnectError connect-node would have raised for it. */
 const fromServiceError = (error: GrpcJs.ServiceError): ConnectError => {
   const err = new ConnectError(
     decodeMessage(error.details),

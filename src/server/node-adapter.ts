@@ -107,7 +107,7 @@ const universalRequest = (
   };
 };
 
-/** A request listener for http and http2 servers; `undefined` for paths it does not serve. */
+/** A request listener for http and http2 servers; false for a path it does not serve. */
 export const nodeAdapter = (options: NodeAdapterOptions) => {
   const router = createConnectRouter({
     acceptCompression: [compressionGzip, compressionBrotli],
