@@ -80,6 +80,33 @@ describe("boundedCall", () => {
     expect(offline).toEqual(Exit.fail("timed out after still offline"));
   });
 
+  it("bounds calls that share a timer one by one: each in time, none cut short by another", async () => {
+    const started = performance.now();
+    const never = () => new Promise<never>(() => {});
+    // Due in the same instant: one slot of the shared timers.
+    const results = await Promise.all([
+      ...Array.from({ length: 50 }, () => exitOf(boundedCall({ ...settings, op: never }))),
+      exitOf(
+        boundedCall({
+          ...settings,
+          op: () => new Promise((resolve) => setTimeout(() => resolve("late but in time"), 150)),
+        }),
+      ),
+    ]);
+    const elapsed = performance.now() - started;
+    expect(results.slice(0, 50)).toEqual(Array(50).fill(Exit.fail("timed out after none")));
+    expect(results[50]).toEqual(Exit.succeed("late but in time"));
+    expect(elapsed).toBeGreaterThanOrEqual(200);
+    // A settled call leaves no timer armed: an idle process could exit at once.
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    const settled = await exitOf(
+      boundedCall({ ...settings, timeout: "1 hour", op: async () => 1 }),
+    );
+    expect(settled).toEqual(Exit.succeed(1));
+    expect(timers()).toBe(before);
+  });
+
   it("interruption aborts the call's signal and stops retrying", async () => {
     let signal: AbortSignal | undefined;
     let attempts = 0;
