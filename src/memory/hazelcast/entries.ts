@@ -67,8 +67,8 @@ import { predicateOf } from "./filter.js";
 import { makeKeyLocks, type TimeLeft } from "./key-lock.js";
 import {
   asLong,
+  fromBase64,
   INLINE_MAX_BYTES,
-  inlineBytes,
   json,
   memberMaxIdle,
   memberMillis,
@@ -77,6 +77,7 @@ import {
   parse,
   recordOf,
   type StoredMeta,
+  splitMeta,
 } from "./stored.js";
 
 /** The bytes outlive their record by this much (TTL and max idle), so a live record never lacks them. */
@@ -100,6 +101,13 @@ const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | unde
   if (raw === null) return undefined;
   const stored = parse<StoredMeta>(raw);
   return at < stored.expireTime ? stored : undefined;
+};
+
+/** `liveMeta` for reads: the record apart from its inline bytes' base64 (see `splitMeta`). */
+const liveSplit = (raw: HazelcastJsonValue | null, at: number) => {
+  if (raw === null) return undefined;
+  const split = splitMeta(raw);
+  return at < split.meta.expireTime ? split : undefined;
 };
 
 /** The entry an entry view shows, read without touching it. */
@@ -162,14 +170,16 @@ export const makeEntryStore = (
       (raw): Effect.Effect<Option.Option<EntryWithData>, StoreUnavailable> =>
         Effect.clockWith((clock) => {
           const at = clock.unsafeCurrentTimeMillis();
-          const stored = liveMeta(raw, at);
-          if (stored === undefined) return Effect.succeed(Option.none());
+          const live = liveSplit(raw, at);
+          if (live === undefined) return Effect.succeed(Option.none());
+          const { meta: stored, inline } = live;
           const dataKey = stored._data;
           if (dataKey === undefined) {
             return Effect.succeed(
               Option.some({
-                entry: { record: recordOf(stored), lastAccessTime: at },
-                data: inlineBytes(stored),
+                // Neither `_data` nor `_inline` is in it: the record as it is.
+                entry: { record: stored, lastAccessTime: at },
+                data: fromBase64(inline ?? ""),
               }),
             );
           }
@@ -208,20 +218,21 @@ export const makeEntryStore = (
       const keys = [...new Set(addresses)];
       const metas = yield* onMeta("getAll", (m) => m.getAll(keys));
       const at = yield* now;
-      const live: StoredMeta[] = [];
+      const live: Array<NonNullable<ReturnType<typeof liveSplit>>> = [];
       for (const [, value] of metas) {
-        const stored = liveMeta(value, at);
-        if (stored !== undefined) live.push(stored);
+        const split = liveSplit(value, at);
+        if (split !== undefined) live.push(split);
       }
-      const dataKeys = live.flatMap((s) => (s._data === undefined ? [] : [s._data]));
+      const dataKeys = live.flatMap(({ meta }) => (meta._data === undefined ? [] : [meta._data]));
       const bytes = new Map(
         dataKeys.length === 0 ? [] : yield* onData("getAll", (m) => m.getAll(dataKeys)),
       );
       const found = new Map<string, EntryWithData>();
       const replaced: string[] = [];
       const readAt = yield* now;
-      for (const stored of live) {
-        const data = stored._data === undefined ? inlineBytes(stored) : bytes.get(stored._data);
+      for (const { meta: stored, inline } of live) {
+        const data =
+          stored._data === undefined ? fromBase64(inline ?? "") : bytes.get(stored._data);
         if (data == null) replaced.push(stored.address);
         else {
           found.set(stored.address, {

@@ -54,18 +54,42 @@ export const recordOf = (meta: StoredMeta): MemoryRecord => {
   return record;
 };
 
-/** The bytes of a record that keeps them inline (no `_data`). */
-export const inlineBytes = (meta: StoredMeta): Uint8Array => {
-  const bytes = Buffer.from(meta._inline ?? "", "base64");
-  // A plain Uint8Array, as every other read gives (a view, not a copy).
-  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
-};
-
 export const json = (value: unknown): HazelcastJsonValue =>
   new HazelcastJsonValue(JSON.stringify(value));
 
-/** A value read back: the client is configured to hand JSON over unparsed. */
-export const parse = <A>(value: unknown): A => {
-  if (value instanceof HazelcastJsonValue) return JSON.parse(value.toString()) as A;
+/** A value's JSON text: the client is configured to hand JSON over unparsed. */
+const jsonText = (value: unknown): string => {
+  if (value instanceof HazelcastJsonValue) return value.toString();
   throw new TypeError(`expected a JSON value in the map, got ${typeof value}`);
+};
+
+/** A value read back. */
+export const parse = <A>(value: unknown): A => JSON.parse(jsonText(value)) as A;
+
+/** Bytes from their base64, as a plain Uint8Array as every other read gives (a view, not a copy). */
+export const fromBase64 = (base64: string): Uint8Array => {
+  const bytes = Buffer.from(base64, "base64");
+  return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.length);
+};
+
+const INLINE_KEY = ',"_inline":"';
+
+/**
+ * A stored record apart from its inline bytes' base64 (undefined when its
+ * bytes are in `data`), for the busiest read: `json` of a record and its
+ * storage writes `_inline` last, and base64 needs no escaping, so the text
+ * ends with `,"_inline":"…"}` and only what comes before goes through the
+ * JSON parser (the bytes are most of the text). Any other text is parsed
+ * whole.
+ */
+export const splitMeta = (value: unknown): { meta: StoredMeta; inline: string | undefined } => {
+  const text = jsonText(value);
+  const at = text.lastIndexOf(INLINE_KEY);
+  if (at !== -1 && text.endsWith('"}')) {
+    const inline = text.slice(at + INLINE_KEY.length, -2);
+    // A quote in it: `_inline` was not the last field after all.
+    if (!inline.includes('"')) return { meta: JSON.parse(`${text.slice(0, at)}}`), inline };
+  }
+  const { _inline, ...meta } = JSON.parse(text) as StoredMeta;
+  return { meta, inline: _inline };
 };
