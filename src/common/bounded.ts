@@ -1,7 +1,8 @@
 /**
  * A driver call (a promise) as an Effect, bounded in time. The backends' hot
  * paths make one of these per operation, so it is a single `Effect.async`
- * with one timer (two while it waits to try again) rather than `tryPromise`
+ * whose bound shares a timer with the calls due with it (and a timer of its
+ * own while it waits to try again) rather than `tryPromise`
  * + `retry` + `timeoutFail`: those fork a fiber and race a scheduled sleep
  * on every call, which measured about a third of the CPU of a MemoryManager
  * Read on Hazelcast (bench/). The call is made in the same turn, with no

@@ -82,7 +82,9 @@ const INLINE_KEY = ',"_inline":"';
  * JSON parser (the bytes are most of the text). Any other text is parsed
  * whole.
  */
-export const splitMeta = (value: unknown): { meta: StoredMeta; inline: string | undefined } => {
+export const splitMeta = (
+  value: unknown,
+): { meta: Omit<StoredMeta, "_inline">; inline: string | undefined } => {
   const text = jsonText(value);
   const at = text.lastIndexOf(INLINE_KEY);
   if (at !== -1 && text.endsWith('"}')) {
