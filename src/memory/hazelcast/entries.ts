@@ -218,11 +218,7 @@ export const makeEntryStore = (
       const keys = [...new Set(addresses)];
       const metas = yield* onMeta("getAll", (m) => m.getAll(keys));
       const at = yield* now;
-      const live: Array<NonNullable<ReturnType<typeof liveSplit>>> = [];
-      for (const [, value] of metas) {
-        const split = liveSplit(value, at);
-        if (split !== undefined) live.push(split);
-      }
+      const live = metas.flatMap(([, value]) => liveSplit(value, at) ?? []);
       const dataKeys = live.flatMap(({ meta }) => (meta._data === undefined ? [] : [meta._data]));
       const bytes = new Map(
         dataKeys.length === 0 ? [] : yield* onData("getAll", (m) => m.getAll(dataKeys)),
