@@ -255,6 +255,7 @@ const grpcChannel = (url: string, tls: ChannelTls): Channel => {
     url,
     unary: (method, input, call) =>
       new Promise((resolve, reject) => {
+        const cancel = () => pending.cancel();
         const pending = client.makeUnaryRequest(
           path(method),
           codec(method.input).serialize,
@@ -262,14 +263,17 @@ const grpcChannel = (url: string, tls: ChannelTls): Channel => {
           input,
           metadata(call.headers),
           deadline(call),
-          (error, value) =>
-            error || value === undefined
-              ? reject(
-                  error ? fromServiceError(error) : new ConnectError("no response", Code.Internal),
-                )
-              : resolve(value),
+          (error, value) => {
+            // A signal may outlive the call (one per caller, not per call): leave no listener on it.
+            call.signal.removeEventListener("abort", cancel);
+            if (error || value === undefined)
+              reject(
+                error ? fromServiceError(error) : new ConnectError("no response", Code.Internal),
+              );
+            else resolve(value);
+          },
         );
-        call.signal.addEventListener("abort", () => pending.cancel(), { once: true });
+        call.signal.addEventListener("abort", cancel, { once: true });
       }),
     stream: (method, input, call) => {
       // The call starts when iterated: keep the trace context of the caller.

@@ -4,8 +4,9 @@
  * grpc-js channel reports UNAVAILABLE (which its router may retry on another
  * node), not INTERNAL (a fault of the server's). The connect-node channel
  * still reports INTERNAL: it gives the case no field of its own to tell it by.
+ * And a unary call leaves no listener behind on the signal it was given.
  */
-import { once } from "node:events";
+import { getEventListeners, once } from "node:events";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
 import { create } from "@bufbuild/protobuf";
@@ -47,6 +48,24 @@ describe("grpc channel", () => {
         );
       expect(error).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code, (error as ConnectError).message).toBe(Code.Unavailable);
+    } finally {
+      channel.close();
+    }
+  });
+
+  it("leaves no listener on a signal that outlives its calls", async () => {
+    const channel = openChannel("grpc", url);
+    const signal = new AbortController().signal;
+    try {
+      for (let i = 0; i < 3; i++)
+        await channel
+          .unary(Health.method.check, create(HealthCheckRequestSchema), {
+            signal,
+            timeoutMs: 5_000,
+            headers: {},
+          })
+          .catch(() => {});
+      expect(getEventListeners(signal, "abort")).toHaveLength(0);
     } finally {
       channel.close();
     }
