@@ -1,7 +1,15 @@
 /** Tier 1: how a memory record is read back from its JSON in the Hazelcast `meta` map. */
+import { createRequire } from "node:module";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { json, parse, type StoredMeta, splitMeta } from "../../src/memory/hazelcast/stored.js";
+import {
+  asLong,
+  json,
+  NO_LIMIT,
+  parse,
+  type StoredMeta,
+  splitMeta,
+} from "../../src/memory/hazelcast/stored.js";
 import type { MemoryRecord } from "../../src/memory/store.js";
 
 const record = (owner: string, contentType: string): MemoryRecord => ({
@@ -57,5 +65,30 @@ describe("splitMeta", () => {
   it("refuses what is not a JSON value, as parse does", () => {
     expect(() => splitMeta("text")).toThrow(/expected a JSON value/);
     expect(() => parse("text")).toThrow(/expected a JSON value/);
+  });
+});
+
+describe("asLong", () => {
+  // The Long class the client's entry views carry, loaded as the client loads it.
+  const require = createRequire(import.meta.url);
+  const Long = createRequire(require.resolve("hazelcast-client"))("long") as {
+    fromNumber: (n: number) => unknown;
+    MAX_VALUE: unknown;
+  };
+
+  it("reads the client's Longs, numbers and their text alike", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: -(2 ** 52), max: 2 ** 52 }), (n) => {
+        expect(asLong(Long.fromNumber(n))).toBe(n);
+        expect(asLong(n)).toBe(n);
+        expect(asLong(String(n))).toBe(n);
+      }),
+    );
+  });
+
+  it("reads Hazelcast's forever as beyond every limit, and nonsense as none", () => {
+    expect(asLong(Long.MAX_VALUE)).toBeGreaterThanOrEqual(NO_LIMIT);
+    expect(asLong(undefined)).toBe(NO_LIMIT);
+    expect(asLong("soon")).toBe(NO_LIMIT);
   });
 });

@@ -99,8 +99,12 @@ type Storage = Pick<StoredMeta, "_data" | "_inline">;
 /** The record behind a stored value, unless its TTL has run out (the member removes it a little later). */
 const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {
   if (raw === null) return undefined;
-  const stored = parse<StoredMeta>(raw);
-  return at < stored.expireTime ? stored : undefined;
+  // The fields through the JSON parser, the base64 of the bytes kept as the text it is.
+  const { meta, inline } = splitMeta(raw);
+  if (!(at < meta.expireTime)) return undefined;
+  const stored: { -readonly [K in keyof StoredMeta]: StoredMeta[K] } = meta;
+  if (inline !== undefined) stored._inline = inline;
+  return stored;
 };
 
 /** `liveMeta` for reads: the record apart from its inline bytes' base64 (see `splitMeta`). */

@@ -25,9 +25,15 @@ export const memberMillis = (ms: number): number =>
 export const memberMaxIdle = (maxIdleMs: number): number =>
   maxIdleMs > 0 ? memberMillis(maxIdleMs) : 0;
 
+const isLong = (value: unknown): value is { toNumber: () => number } =>
+  typeof value === "object" &&
+  value !== null &&
+  typeof (value as { toNumber?: unknown }).toNumber === "function";
+
 /** A time or limit from the member (an entry view's); anything but a finite number is "no limit". */
 export const asLong = (value: unknown): number => {
-  const n = Number(value);
+  // The client's Long converts itself; Number() would go through its decimal text.
+  const n = isLong(value) ? value.toNumber() : Number(value);
   return Number.isFinite(n) ? n : NO_LIMIT;
 };
 
