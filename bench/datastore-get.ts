@@ -7,13 +7,12 @@
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { MongoClient } from "mongodb";
 import { DataStoreService } from "../gen/floworchestrator/datastore/v1/datastore_service_pb.js";
 import { status } from "../test/infra/index.js";
 import { comparePair, type PairGroup } from "./harness.js";
 import { nativePort, startBareGrpcJs, startMesh } from "./servers.js";
-import { NODE_CLIENT, nodeSide } from "./tools.js";
+import { grpcJsTransport, NODE_CLIENT, nodeSide } from "./tools.js";
 
 /** The mesh adapter's maxPoolSize (src/datastore/mongodb.ts). */
 const POOL = 50;
@@ -40,10 +39,7 @@ export const datastore: PairGroup = {
     });
     try {
       // Native gRPC clients call the grpc-js port: the fast path.
-      const client = createClient(
-        DataStoreService,
-        createGrpcTransport({ baseUrl: nativePort(mesh).url }),
-      );
+      const client = createClient(DataStoreService, grpcJsTransport(nativePort(mesh).url));
       await client.createEntity({
         kind: "bench",
         id: "doc-1",
@@ -75,7 +71,7 @@ export const datastore: PairGroup = {
         }),
         findOne,
       );
-      const bareClient = createClient(DataStoreService, createGrpcTransport({ baseUrl: bare.url }));
+      const bareClient = createClient(DataStoreService, grpcJsTransport(bare.url));
       const floor = await comparePair(
         "Floor: GetEntity via a bare grpc-js server",
         nodeSide({

@@ -188,7 +188,7 @@ export const peakRssMiB = (pid: number): number => {
 export interface Side {
   /** What is measured, e.g. "mesh, gRPC" or "direct findOne". */
   readonly label: string;
-  /** How it is loaded, e.g. "h2load + ghz" or "in-process Node (connect-node gRPC client)". */
+  /** How it is loaded, e.g. "h2load + ghz" or "in-process Node (the grpc-js channel)". */
   readonly tool: string;
   /**
    * Server processes whose CPU and memory this side is charged with (the

@@ -22,7 +22,6 @@ import { randomUUID } from "node:crypto";
 import { performance } from "node:perf_hooks";
 import { create } from "@bufbuild/protobuf";
 import { createClient } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
 import { Kafka, logLevel } from "kafkajs";
 import {
   type ConsumeRequest,
@@ -44,7 +43,7 @@ import {
   settings,
 } from "./harness.js";
 import { nativePort, startBareGrpcJs, startMesh } from "./servers.js";
-import { NODE_CLIENT, nodeSide } from "./tools.js";
+import { grpcJsTransport, NODE_CLIENT, nodeSide } from "./tools.js";
 
 const BATCH = 100;
 /** Messages each consumption round drains. */
@@ -93,28 +92,13 @@ export const messagebus: PairGroup = {
       }),
     ]);
     try {
-      const bus = createClient(
-        MessageBusService,
-        createGrpcTransport({ baseUrl: nativePort(mesh).url }),
-      );
-      // The consumption pairs read uncompressed records on the kafkajs side; a client that
-      // accepts gzip would have the mesh compress every batch (on its CPU) on loopback.
-      const reader = createClient(
-        MessageBusService,
-        createGrpcTransport({ baseUrl: nativePort(mesh).url, acceptCompression: [] }),
-      );
-      const bareBus = createClient(MessageBusService, createGrpcTransport({ baseUrl: bare.url }));
+      // The servers here are grpc-js, which compress no response unless configured to: the
+      // batches the consumption pairs read come uncompressed, as the kafkajs side reads them.
+      const bus = createClient(MessageBusService, grpcJsTransport(nativePort(mesh).url));
+      const bareBus = createClient(MessageBusService, grpcJsTransport(bare.url));
       const barePlatformaticBus = createClient(
         MessageBusService,
-        createGrpcTransport({ baseUrl: barePlatformatic.url }),
-      );
-      const bareReader = createClient(
-        MessageBusService,
-        createGrpcTransport({ baseUrl: bare.url, acceptCompression: [] }),
-      );
-      const barePlatformaticReader = createClient(
-        MessageBusService,
-        createGrpcTransport({ baseUrl: barePlatformatic.url, acceptCompression: [] }),
+        grpcJsTransport(barePlatformatic.url),
       );
       const payload = new Uint8Array(1024).fill(120);
       await admin.createTopics({
@@ -224,7 +208,7 @@ export const messagebus: PairGroup = {
         let done = 0;
         let started = 0;
         const acks: Promise<unknown>[] = [];
-        for await (const item of reader.subscribe(
+        for await (const item of bus.subscribe(
           {
             group: `bench-${run}-${rounds++}`,
             eventTypes: [drainType],
@@ -239,7 +223,7 @@ export const messagebus: PairGroup = {
           }
           if (item.event.case !== "deliveries") continue;
           const batch = item.event.value.deliveries;
-          acks.push(reader.ack({ deliveryIds: batch.map((d) => d.deliveryId) }));
+          acks.push(bus.ack({ deliveryIds: batch.map((d) => d.deliveryId) }));
           done += batch.length;
           // Leaving the loop cancels the stream: the last acks must have landed by then.
           if (done >= DRAIN) {
@@ -252,7 +236,7 @@ export const messagebus: PairGroup = {
         return { latencies: [], count: done, seconds, errors: 0 };
       };
       // Consume: one settle request per batch, on the stream itself.
-      const consumeDrain = async (client = reader): Promise<Sample> => {
+      const consumeDrain = async (client = bus): Promise<Sample> => {
         const requests = pushable<ConsumeRequest>();
         requests.push(
           create(ConsumeRequestSchema, {
@@ -346,13 +330,13 @@ export const messagebus: PairGroup = {
       );
       const consumeFloor = await comparePair(
         "Floor: Consume via a bare grpc-js server",
-        drainSide("bare grpc-js Consume", NODE_CLIENT, [bare.pid], () => consumeDrain(bareReader)),
+        drainSide("bare grpc-js Consume", NODE_CLIENT, [bare.pid], () => consumeDrain(bareBus)),
         eachBatch,
       );
       const consumePlatformatic = await comparePair(
         "Floor: Consume via bare grpc-js and @platformatic/kafka",
         drainSide("bare grpc-js + platformatic Consume", NODE_CLIENT, [barePlatformatic.pid], () =>
-          consumeDrain(barePlatformaticReader),
+          consumeDrain(barePlatformaticBus),
         ),
         eachBatch,
       );

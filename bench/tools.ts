@@ -26,7 +26,9 @@ import {
   toBinary,
   toJsonString,
 } from "@bufbuild/protobuf";
+import type { Transport } from "@connectrpc/connect";
 import autocannon from "autocannon";
+import { openChannel } from "../src/client/channel.js";
 import { ensureH2load } from "../test/infra/h2load.js";
 import { repoRoot } from "../test/infra/process.js";
 import { ensureGoTool, exec, goTools, outputTail } from "../test/interop/go-tools.js";
@@ -131,19 +133,30 @@ interface GhzReport {
   details?: Array<{ latency: number; status: string }>;
 }
 
-const ghz = async (server: Server, call: ReturnType<typeof requestFrame>, args: string[]) => {
-  const out = await exec(tools.ghz, [
+const ghz = async (
+  server: Server,
+  call: { readonly ghzCall: string; readonly json?: string; readonly dataFile?: string },
+  args: string[],
+  pinned = false,
+) => {
+  const last = cpus().length - 1;
+  const command = [
+    tools.ghz,
     "--insecure",
     `--protoset=${tools.protoset}`,
     `--call=${call.ghzCall}`,
-    `--data=${call.json}`,
+    call.dataFile === undefined ? `--data=${call.json}` : `--data-file=${call.dataFile}`,
     // One core for the generator, the other for the server; Go would otherwise
     // spread over both and take CPU from the process being measured.
     "--cpus=1",
     "--format=json",
     ...args,
     server.target,
-  ]);
+  ];
+  const out =
+    pinned && last > 0
+      ? await exec("taskset", ["--cpu-list", String(last), ...command])
+      : await exec(command[0] as string, command.slice(1));
   if (out.code !== 0) throw new Error(`ghz failed (exit ${out.code}):\n${outputTail(out)}`);
   return JSON.parse(out.stdout) as GhzReport;
 };
@@ -227,6 +240,57 @@ export const grpcSide = async (opts: {
       const details = report.details ?? [];
       return {
         latencies: details.filter((d) => d.status === "OK").map((d) => d.latency / 1e6),
+        count: report.count - ghzErrors(report),
+        seconds: report.total / 1e9,
+        errors: ghzErrors(report),
+      };
+    },
+  };
+};
+
+/**
+ * A gRPC side loaded by ghz cycling through `calls` (one request each in
+ * turn), for calls h2load cannot make: it sends one body only, and a Write
+ * repeated on one address queues behind itself. Throughput only, at
+ * `settings.concurrency` over 4 connections; the server on the first core,
+ * ghz on the last, as the h2load sides.
+ */
+export const ghzCyclingSide = (opts: {
+  label: string;
+  server: Server;
+  calls: ReadonlyArray<GrpcCall>;
+  pids?: ReadonlyArray<number>;
+}): Side => {
+  const [first] = opts.calls;
+  if (first === undefined) throw new Error(`${opts.label}: no calls`);
+  const method = first.service.method[first.method];
+  if (method === undefined) throw new Error(`no method ${first.method}`);
+  const dataFile = join(scratch, `requests-${process.pid}-${bodies++}.json`);
+  const messages = opts.calls.map((c) =>
+    toJsonString(method.input, create(method.input, c.request as MessageInitShape<DescMessage>)),
+  );
+  writeFileSync(dataFile, `[${messages.join(",")}]`);
+  const call = { ghzCall: `${first.service.typeName}/${method.name}`, dataFile };
+  const pids = opts.pids ?? [opts.server.pid];
+  return {
+    label: opts.label,
+    tool: "ghz",
+    pids,
+    throughput: async (seconds) => {
+      if (cpus().length > 1) for (const pid of pids) pin(pid, "0");
+      const report = await ghz(
+        opts.server,
+        call,
+        [
+          `--concurrency=${settings.concurrency}`,
+          "--connections=4",
+          `--duration=${Math.round(seconds * 1000)}ms`,
+          "--duration-stop=wait",
+        ],
+        true,
+      );
+      return {
+        latencies: [],
         count: report.count - ghzErrors(report),
         seconds: report.total / 1e9,
         errors: ghzErrors(report),
@@ -390,4 +454,61 @@ export const nodeSide = (opts: {
 });
 
 /** How the in-process pairs call the mesh. */
-export const NODE_CLIENT = "Node: connect-node gRPC client, native gRPC port";
+export const NODE_CLIENT = "Node: the mesh client's grpc-js channel, native gRPC port";
+
+const NEVER = new AbortController().signal;
+
+/**
+ * A Connect transport on the grpc-js channel of the mesh's own client
+ * (src/client/channel.ts, MeshClient's default), for the in-process pairs:
+ * the pairs share two cores with their load, and this client takes about
+ * half the CPU per call of connect-node's gRPC transport (230 vs 460 µs per
+ * GetEntity here), which the server under test then has. Unary, server
+ * streams and bidirectional streams, as the pairs use them.
+ */
+export const grpcJsTransport = (url: string): Transport => {
+  const channel = openChannel("grpc", url);
+  const common = <M extends { parent: DescService }>(method: M) => ({
+    service: method.parent,
+    method,
+    header: new Headers(),
+    trailer: new Headers(),
+  });
+  const call = (signal: AbortSignal | undefined, timeoutMs: number | undefined) => ({
+    signal: signal ?? NEVER,
+    timeoutMs,
+    headers: {},
+  });
+  return {
+    unary: async (method, signal, timeoutMs, _header, input) => ({
+      ...common(method),
+      stream: false,
+      message: await channel.unary(method, create(method.input, input), call(signal, timeoutMs)),
+    }),
+    stream: async (method, signal, timeoutMs, _header, input) => {
+      const inputs = (async function* () {
+        for await (const i of input) yield create(method.input, i);
+      })();
+      const options = call(signal, timeoutMs);
+      switch (method.methodKind) {
+        case "server_streaming": {
+          const first = await inputs.next();
+          if (first.done === true) throw new Error(`${method.name}: no request`);
+          return {
+            ...common(method),
+            stream: true,
+            message: channel.stream(method, first.value, options),
+          };
+        }
+        case "bidi_streaming":
+          return {
+            ...common(method),
+            stream: true,
+            message: channel.bidi(method, inputs, options),
+          };
+        default:
+          throw new Error(`${method.name}: client streams are not used by the pairs`);
+      }
+    },
+  };
+};
