@@ -136,12 +136,10 @@ interface GhzReport {
 const ghz = async (
   server: Server,
   call: { readonly ghzCall: string; readonly json?: string; readonly dataFile?: string },
-  args: string[],
+  extra: string[],
   pinned = false,
 ) => {
-  const last = cpus().length - 1;
-  const command = [
-    tools.ghz,
+  const args = [
     "--insecure",
     `--protoset=${tools.protoset}`,
     `--call=${call.ghzCall}`,
@@ -150,13 +148,14 @@ const ghz = async (
     // spread over both and take CPU from the process being measured.
     "--cpus=1",
     "--format=json",
-    ...args,
+    ...extra,
     server.target,
   ];
+  const last = cpus().length - 1;
   const out =
     pinned && last > 0
-      ? await exec("taskset", ["--cpu-list", String(last), ...command])
-      : await exec(command[0] as string, command.slice(1));
+      ? await exec("taskset", ["--cpu-list", String(last), tools.ghz, ...args])
+      : await exec(tools.ghz, args);
   if (out.code !== 0) throw new Error(`ghz failed (exit ${out.code}):\n${outputTail(out)}`);
   return JSON.parse(out.stdout) as GhzReport;
 };

@@ -96,22 +96,24 @@ interface WriteOutcome {
 /** Where a record's bytes are: inline, or the key of their entry in `data`. */
 type Storage = Pick<StoredMeta, "_data" | "_inline">;
 
-/** The record behind a stored value, unless its TTL has run out (the member removes it a little later). */
-const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {
-  if (raw === null) return undefined;
-  // The fields through the JSON parser, the base64 of the bytes kept as the text it is.
-  const { meta, inline } = splitMeta(raw);
-  if (!(at < meta.expireTime)) return undefined;
-  const stored: { -readonly [K in keyof StoredMeta]: StoredMeta[K] } = meta;
-  if (inline !== undefined) stored._inline = inline;
-  return stored;
-};
-
-/** `liveMeta` for reads: the record apart from its inline bytes' base64 (see `splitMeta`). */
+/**
+ * The record behind a stored value apart from its inline bytes' base64 (see
+ * `splitMeta`), unless its TTL has run out (the member removes it a little
+ * later).
+ */
 const liveSplit = (raw: HazelcastJsonValue | null, at: number) => {
   if (raw === null) return undefined;
   const split = splitMeta(raw);
   return at < split.meta.expireTime ? split : undefined;
+};
+
+/** `liveSplit` as one record: the base64 goes back in as the text it is, never parsed. */
+const liveMeta = (raw: HazelcastJsonValue | null, at: number): StoredMeta | undefined => {
+  const split = liveSplit(raw, at);
+  if (split === undefined) return undefined;
+  const stored: { -readonly [K in keyof StoredMeta]: StoredMeta[K] } = split.meta;
+  if (split.inline !== undefined) stored._inline = split.inline;
+  return stored;
 };
 
 /** The entry an entry view shows, read without touching it. */
