@@ -43,6 +43,11 @@ export interface Bridge<R> {
     ctx: HandlerContext,
     effect: Effect.Effect<A, MeshError, R>,
   ) => A | Promise<A>;
+  /**
+   * The service `tag` names when the application's runtime holds it, so a
+   * handler calls its port directly instead of looking it up per call.
+   */
+  readonly service: <I, S>(tag: Context.Tag<I, S>) => S | undefined;
   /** Turns a stream into the async iterable a server-streaming handler returns. */
   readonly stream: <A>(
     ctx: HandlerContext,
@@ -220,6 +225,7 @@ export const makeBridge = <R>(runtime: Runtime.Runtime<R>, shutdown: AbortSignal
         });
       });
     },
+    service: (tag) => Option.getOrUndefined(Context.getOption(runtime.context, tag)),
     stream: (ctx, stream) =>
       stream.pipe(
         Stream.interruptWhen(Effect.race(whenAborted(ctx.signal), whenAborted(shutdown))),

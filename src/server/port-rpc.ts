@@ -85,12 +85,17 @@ export const servePort = <
           );
         };
         break;
-      default:
+      default: {
+        const held = bridge.service(tag);
         impl[name] = (req: unknown, ctx: Parameters<Bridge<I>["unary"]>[0]) =>
           bridge.unary(
             ctx,
-            Effect.flatMap(tag, (port) => call(port, req) as Effect.Effect<never>),
+            held === undefined
+              ? Effect.flatMap(tag, (port) => call(port, req) as Effect.Effect<never>)
+              : // A throw while building the effect is answered INTERNAL by every transport.
+                (call(held, req) as Effect.Effect<never>),
           );
+      }
     }
   }
   return impl as ServiceImpl<S>;

@@ -1,6 +1,6 @@
 /** Tier 1: the Effect↔Connect bridge and error interceptor over an in-memory router transport. */
 import { Code, createClient, createRouterTransport, type ServiceImpl } from "@connectrpc/connect";
-import { Effect, Logger, ManagedRuntime, type Runtime, Stream } from "effect";
+import { Context, Effect, Layer, Logger, ManagedRuntime, type Runtime, Stream } from "effect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorDetailSchema } from "../../gen/floworchestrator/common/v1/error_pb.js";
 import {
@@ -10,6 +10,7 @@ import {
 import { NotFound } from "../../src/common/errors.js";
 import { type Bridge, makeBridge, makeDefectReporter } from "../../src/server/bridge.js";
 import { errorInterceptor } from "../../src/server/interceptors.js";
+import { servePort } from "../../src/server/port-rpc.js";
 import { failureOf } from "../support/clients.js";
 
 const logs: string[] = [];
@@ -129,5 +130,56 @@ describe("bridge", () => {
     );
     expect(seen).toEqual([Status.SERVING]);
     expect(err.code).toBe(Code.NotFound);
+  });
+});
+
+describe("servePort", () => {
+  class CheckPort extends Context.Tag("test/CheckPort")<
+    CheckPort,
+    { readonly check: (req: { service: string }) => Effect.Effect<{ status: Status }> }
+  >() {}
+
+  /** Health served by `servePort` over a port the application's runtime holds. */
+  const served = async (check: (req: { service: string }) => Effect.Effect<{ status: Status }>) => {
+    const app = ManagedRuntime.make(
+      Layer.merge(
+        Layer.succeed(CheckPort, { check }),
+        Logger.replace(
+          Logger.defaultLogger,
+          Logger.make(({ message, annotations }) =>
+            logs.push(JSON.stringify({ message, annotations })),
+          ),
+        ),
+      ),
+    );
+    const rt = await app.runtime();
+    const bridge = makeBridge(rt, new AbortController().signal);
+    const transport = createRouterTransport(
+      (router) => router.service(Health, servePort(Health, CheckPort, bridge)),
+      { router: { interceptors: [errorInterceptor(makeDefectReporter(rt))] } },
+    );
+    return { client: createClient(Health, transport), dispose: () => app.dispose() };
+  };
+
+  it("calls the port the runtime holds, per request", async () => {
+    const { client, dispose } = await served(({ service }) =>
+      Effect.succeed({ status: service === "up" ? Status.SERVING : Status.NOT_SERVING }),
+    );
+    expect((await client.check({ service: "up" })).status).toBe(Status.SERVING);
+    expect((await client.check({ service: "down" })).status).toBe(Status.NOT_SERVING);
+    await dispose();
+  });
+
+  it("turns a port that throws while building its effect into INTERNAL, logged", async () => {
+    const { client, dispose } = await served(() => {
+      throw new Error("built wrong at 10.9.8.7");
+    });
+    const err = await failureOf(client.check({}));
+    expect(err.code).toBe(Code.Internal);
+    expect(err.message).not.toContain("10.9.8.7");
+    const errorId = err.findDetails(ErrorDetailSchema)[0]?.errorId ?? "";
+    expect(errorId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(logs.some((l) => l.includes(errorId) && l.includes("Health/Check"))).toBe(true);
+    await dispose();
   });
 });

@@ -103,7 +103,11 @@ const offlineRetry = (error: unknown) =>
   error instanceof ClientOfflineError ? OFFLINE_RETRY_MS : undefined;
 
 const unavailableOrDefect = (error: unknown) =>
-  isUnavailable(error) ? Effect.fail(new StoreUnavailable({ cause: error })) : Effect.die(error);
+  error instanceof StoreUnavailable
+    ? Effect.fail(error)
+    : isUnavailable(error)
+      ? Effect.fail(new StoreUnavailable({ cause: error }))
+      : Effect.die(error);
 
 /**
  * One call to the cluster, bounded in time; everything building the request
@@ -346,15 +350,20 @@ export const connect = (
         const m = map<V>(name);
         return m instanceof Promise ? m.then(op) : op(m);
       };
+    /** Refused at once while the cluster is known unreachable (checked as the call starts). */
     const on =
       <V>(name: string): OnMap<V> =>
-      (what, op, timeout) =>
-        Effect.suspend(() => {
-          const lost = reachability.lost();
-          return lost === undefined
-            ? call(`${name} ${what}`, withMap(name, op), timeout)
-            : Effect.fail(lost);
-        });
+      (what, op, timeout) => {
+        const attempt = withMap(name, op);
+        return call(
+          `${name} ${what}`,
+          () => {
+            const lost = reachability.lost();
+            return lost === undefined ? attempt() : Promise.reject(lost);
+          },
+          timeout,
+        );
+      };
 
     return {
       onMeta: on<HazelcastJsonValue>("meta"),
