@@ -5,7 +5,8 @@
  * It answers grpc.health.v1.Health/Check (traced with `BARE_OTLP_ENDPOINT`),
  * and MemoryManager Read: with `FO_HAZELCAST_MEMBERS` set, by one `IMap.get`
  * of the address on the mesh's entries map (what the mesh's Read must at
- * least do); otherwise with a fixed entry of `BARE_READ_BYTES` bytes (what
+ * least do; with `BARE_EFFECT=1` that get runs in an Effect fiber forked per
+ * call, the least an Effect handler costs); otherwise with a fixed entry of `BARE_READ_BYTES` bytes (what
  * the embedded store answers from memory). With `FO_MONGODB_URI`, DataStore
  * GetEntity by one findOne; with `FO_KAFKA_BROKERS`, MessageBus
  * PublishEvent, PublishBatch and Consume through a Kafka client (kafkajs, or
@@ -34,6 +35,7 @@ import {
   stringDeserializer,
   stringSerializer,
 } from "@platformatic/kafka";
+import { Effect, Exit, Runtime } from "effect";
 import { Client } from "hazelcast-client";
 import { Kafka, logLevel } from "kafkajs";
 import { MongoClient } from "mongodb";
@@ -76,6 +78,8 @@ const map =
         })
       ).getMap<string, Buffer>(process.env.BARE_HAZELCAST_MAP ?? "bench-bare-entries");
 
+const inFiber = process.env.BARE_EFFECT === "1";
+const runFork = Runtime.runFork(Runtime.defaultRuntime);
 const fixed = Buffer.alloc(Number(process.env.BARE_READ_BYTES ?? 1024), 7);
 /** A response message as the wire carries it. */
 const encoded = <S extends DescMessage>(schema: S, value: MessageInitShape<S>) =>
@@ -143,10 +147,25 @@ server.addService(
     Read: async (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       const ref = fromBinary(ReadRequestSchema, call.request).address?.kind;
       const address = ref?.case === "text" ? ref.value : "";
-      const stored = map === undefined ? fixed : await map.get(address);
-      const data = stored instanceof Buffer ? stored : Buffer.alloc(0);
-      const entry = { address, version: 1n, sizeBytes: BigInt(data.length) };
-      cb(null, encoded(ReadResponseSchema, { data, entry }));
+      const answer = (stored: Buffer | null) => {
+        const data = stored instanceof Buffer ? stored : Buffer.alloc(0);
+        const entry = { address, version: 1n, sizeBytes: BigInt(data.length) };
+        cb(null, encoded(ReadResponseSchema, { data, entry }));
+      };
+      if (map === undefined) return answer(fixed);
+      if (!inFiber) return answer(await map.get(address));
+      // The same get as an Effect handler runs it: one fiber per call, the call an Effect.async.
+      const fiber = runFork(
+        Effect.async<Buffer | null>((resume) => {
+          map.get(address).then(
+            (v) => resume(Effect.succeed(v)),
+            (e) => resume(Effect.die(e)),
+          );
+        }),
+      );
+      fiber.addObserver((exit) =>
+        Exit.isSuccess(exit) ? answer(exit.value) : cb({ code: grpc.status.INTERNAL }),
+      );
     },
   },
 );

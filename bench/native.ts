@@ -4,8 +4,9 @@
  * a native gRPC client sees them. Health/Check; MemoryManager Read of 1 KiB
  * on the embedded store (the bare server answers a fixed 1 KiB entry); and
  * Read on Hazelcast (the bare server's handler is one `IMap.get` on the same
- * member). h2load loads each side from the second core while the server
- * has the first (grpcSide), so throughput is per core.
+ * member; a floor beside it runs that get in an Effect fiber per call).
+ * h2load loads each side from the second core while the server has the
+ * first (grpcSide), so throughput is per core.
  */
 import { randomUUID } from "node:crypto";
 import { createClient } from "@connectrpc/connect";
@@ -80,9 +81,10 @@ export const native: PairGroup = {
       FO_HAZELCAST_MEMBERS: infra.hazelcastMembers.join(","),
       FO_HAZELCAST_CLUSTER: "dev",
     };
-    const [hzMesh, hzBare] = await Promise.all([
+    const [hzMesh, hzBare, hzFiber] = await Promise.all([
       startMesh(hazelcast, profileDir),
       startBareGrpcJs({ ...hazelcast, BARE_HAZELCAST_MAP: BARE_MAP }),
+      startBareGrpcJs({ ...hazelcast, BARE_HAZELCAST_MAP: BARE_MAP, BARE_EFFECT: "1" }),
     ]);
     const driver = await Client.newHazelcastClient({
       clusterName: "dev",
@@ -104,10 +106,20 @@ export const native: PairGroup = {
         target: NATIVE_HAZELCAST,
         note: "Both read the same member; the bare handler is one IMap.get of a 1 KiB value. CPU is the server process's only (the member's is shared).",
       });
+      rows.push({
+        name: "Floor: Read on Hazelcast via bare grpc-js, one Effect fiber per call",
+        result: await comparePair(
+          "Floor: Read on Hazelcast via bare grpc-js, one Effect fiber per call",
+          await grpcSide({ label: "bare grpc-js + IMap.get in a fiber", server: hzFiber, call }),
+          await grpcSide({ label: "bare grpc-js + IMap.get", server: hzBare, call }),
+          "b",
+        ),
+        note: "Context, no target: the least an Effect handler costs (the issue asks for the same Effect handlers on every path). bench/bare-grpcjs.ts with BARE_EFFECT=1 runs the same IMap.get as an Effect.async in a fiber forked per call (Runtime.runFork, answered from its observer); nothing else differs.",
+      });
       await map.destroy();
     } finally {
       await driver.shutdown();
-      await Promise.all([hzMesh.stop(), hzBare.stop()]);
+      await Promise.all([hzMesh.stop(), hzBare.stop(), hzFiber.stop()]);
     }
     return rows;
   },
