@@ -3,7 +3,7 @@
  * protobuf-es for the messages (as the mesh uses): the baseline of the
  * native gRPC pairs, and the floors of the pairs whose baseline is a driver.
  * It answers grpc.health.v1.Health/Check (traced with `BARE_OTLP_ENDPOINT`),
- * and MemoryManager Read: with `FO_HAZELCAST_MEMBERS` set, by one `IMap.get`
+ * and MemoryManager Read (and Write, with Hazelcast only): with `FO_HAZELCAST_MEMBERS` set, by one `IMap.get`
  * of the address on the mesh's entries map (what the mesh's Read must at
  * least do; with `BARE_EFFECT=1` that get runs in an Effect fiber forked per
  * call, the least an Effect handler costs); otherwise with a fixed entry of `BARE_READ_BYTES` bytes (what
@@ -48,6 +48,8 @@ import {
   MemoryManagerService,
   ReadRequestSchema,
   ReadResponseSchema,
+  WriteRequestSchema,
+  WriteResponseSchema,
 } from "../gen/floworchestrator/memory/v1/memory_manager_service_pb.js";
 import {
   ConsumeRequestSchema,
@@ -142,8 +144,36 @@ server.addService(
   },
 );
 server.addService(
-  { Read: unary(`/${MemoryManagerService.typeName}/Read`) },
   {
+    Read: unary(`/${MemoryManagerService.typeName}/Read`),
+    Write: unary(`/${MemoryManagerService.typeName}/Write`),
+  },
+  {
+    /**
+     * The Hazelcast calls the mesh's Write makes, and nothing else: the key's
+     * lock, its entry view, the set with TTL and max idle, and the unlock not
+     * waited for (see src/memory/hazelcast/key-lock.ts). No record, no checks.
+     */
+    Write: async (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
+      const req = fromBinary(WriteRequestSchema, call.request);
+      const address = req.address?.kind.case === "text" ? req.address.kind.value : "";
+      if (map === undefined) return cb({ code: grpc.status.UNIMPLEMENTED });
+      try {
+        if (!(await map.tryLock(address, 2_000, 15_000))) return cb({ code: grpc.status.ABORTED });
+        const view = await map.getEntryView(address);
+        await map.set(address, Buffer.from(req.data), 3_600_000, 3_600_000);
+        map.unlock(address).catch(() => {});
+        const version = BigInt(Number(view?.version ?? 0) + 1);
+        cb(
+          null,
+          encoded(WriteResponseSchema, {
+            entry: { address, version, sizeBytes: BigInt(req.data.length) },
+          }),
+        );
+      } catch {
+        cb({ code: grpc.status.UNAVAILABLE });
+      }
+    },
     Read: async (call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       const ref = fromBinary(ReadRequestSchema, call.request).address?.kind;
       const address = ref?.case === "text" ? ref.value : "";

@@ -251,14 +251,16 @@ export const grpcSide = async (opts: {
  * A gRPC side loaded by ghz cycling through `calls` (one request each in
  * turn), for calls h2load cannot make: it sends one body only, and a Write
  * repeated on one address queues behind itself. Throughput only, at
- * `settings.concurrency` over 4 connections; the server on the first core,
- * ghz on the last, as the h2load sides.
+ * `concurrency` calls in flight (default `settings.concurrency`) over 4
+ * connections; the server on the first core, ghz on the last, as the h2load
+ * sides.
  */
 export const ghzCyclingSide = (opts: {
   label: string;
   server: Server;
   calls: ReadonlyArray<GrpcCall>;
   pids?: ReadonlyArray<number>;
+  concurrency?: number;
 }): Side => {
   const [first] = opts.calls;
   if (first === undefined) throw new Error(`${opts.label}: no calls`);
@@ -281,7 +283,7 @@ export const ghzCyclingSide = (opts: {
         opts.server,
         call,
         [
-          `--concurrency=${settings.concurrency}`,
+          `--concurrency=${opts.concurrency ?? settings.concurrency}`,
           "--connections=4",
           `--duration=${Math.round(seconds * 1000)}ms`,
           "--duration-stop=wait",
