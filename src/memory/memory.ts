@@ -273,13 +273,15 @@ export const makeMemory = (
       }),
     );
 
-  /** The store's read of an address, counted as a hit or a miss. */
-  const readAddress = (address: string) =>
-    Effect.map(store.read(address), (found) => {
-      if (Option.isSome(found)) hits++;
-      else misses++;
-      return found;
-    });
+  /** A read's result, counted as a hit or a miss. */
+  const counted = <A>(found: Option.Option<A>) => {
+    if (Option.isSome(found)) hits++;
+    else misses++;
+    return found;
+  };
+
+  /** The store's read of an address, counted. */
+  const readAddress = (address: string) => Effect.map(store.read(address), counted);
 
   const readOne = (a: Address) => readAddress(formatAddress(a));
 
@@ -300,11 +302,8 @@ export const makeMemory = (
         const address = refText(req.address, a);
         const found = Effect.clockWith((clock) =>
           Effect.flatMap(store.read(address), (found) => {
-            if (Option.isNone(found)) {
-              misses++;
-              return Effect.fail(notFound(address));
-            }
-            hits++;
+            counted(found);
+            if (Option.isNone(found)) return Effect.fail(notFound(address));
             return Effect.succeed({
               data: found.value.data,
               entry: toEntry(found.value.entry, clock.unsafeCurrentTimeMillis()),

@@ -14,12 +14,12 @@ import { servePort } from "../../src/server/port-rpc.js";
 import { failureOf } from "../support/clients.js";
 
 const logs: string[] = [];
-const managed = ManagedRuntime.make(
-  Logger.replace(
-    Logger.defaultLogger,
-    Logger.make(({ message, annotations }) => logs.push(JSON.stringify({ message, annotations }))),
-  ),
+/** Log lines kept in `logs`. */
+const capturingLogger = Logger.replace(
+  Logger.defaultLogger,
+  Logger.make(({ message, annotations }) => logs.push(JSON.stringify({ message, annotations }))),
 );
+const managed = ManagedRuntime.make(capturingLogger);
 let runtime: Runtime.Runtime<never>;
 beforeAll(async () => {
   runtime = await managed.runtime();
@@ -142,15 +142,7 @@ describe("servePort", () => {
   /** Health served by `servePort` over a port the application's runtime holds. */
   const served = async (check: (req: { service: string }) => Effect.Effect<{ status: Status }>) => {
     const app = ManagedRuntime.make(
-      Layer.merge(
-        Layer.succeed(CheckPort, { check }),
-        Logger.replace(
-          Logger.defaultLogger,
-          Logger.make(({ message, annotations }) =>
-            logs.push(JSON.stringify({ message, annotations })),
-          ),
-        ),
-      ),
+      Layer.merge(Layer.succeed(CheckPort, { check }), capturingLogger),
     );
     const rt = await app.runtime();
     const bridge = makeBridge(rt, new AbortController().signal);
