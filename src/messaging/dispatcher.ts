@@ -409,7 +409,10 @@ export class Dispatcher {
   }
 
   private markCommit(p: PartitionState, offset: number): void {
-    this.dirty.set(p.key, { topic: p.topic, partition: p.partition, offset });
+    // Every ack moves the offset: the entry waiting for the next flush is updated in place.
+    const waiting = this.dirty.get(p.key);
+    if (waiting !== undefined) waiting.offset = offset;
+    else this.dirty.set(p.key, { topic: p.topic, partition: p.partition, offset });
     this.commitTimer ??= setTimeout(() => {
       this.commitTimer = undefined;
       this.hooks.run(this.flushCommits());

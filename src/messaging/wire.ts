@@ -48,6 +48,24 @@ const varint64Size = (v: bigint): number => {
 };
 
 /**
+ * Strings up to this many UTF-16 units are measured and, when ASCII,
+ * written by the loops below: ids, types, sources and times are short, and
+ * a native call per string (`Buffer.byteLength`, `buf.write`) cost more
+ * than the loop.
+ */
+const SHORT = 64;
+
+/** UTF-8 byte length, as `Buffer.byteLength` gives it (a lone surrogate is 3 bytes). */
+const utf8Length = (value: string): number => {
+  if (value.length <= SHORT) {
+    let ascii = true;
+    for (let i = 0; ascii && i < value.length; i++) ascii = value.charCodeAt(i) < 0x80;
+    if (ascii) return value.length;
+  }
+  return Buffer.byteLength(value);
+};
+
+/**
  * The measuring pass: the byte length of every string and nested message,
  * in the order the writing pass meets them.
  */
@@ -56,7 +74,7 @@ class Measure implements Sink {
   readonly lengths: number[] = [];
   string(field: number, value: string) {
     if (value === "") return;
-    const n = Buffer.byteLength(value);
+    const n = utf8Length(value);
     this.lengths.push(n);
     this.size += tagSize(field) + varintSize(n) + n;
   }
@@ -81,8 +99,8 @@ class Measure implements Sink {
   }
   entry(field: number, key: string, value: string) {
     this.message(field, () => {
-      const k = Buffer.byteLength(key);
-      const v = Buffer.byteLength(value);
+      const k = utf8Length(key);
+      const v = utf8Length(value);
       this.lengths.push(k, v);
       this.size += 2 + varintSize(k) + k + varintSize(v) + v;
     });
@@ -117,7 +135,13 @@ class Write implements Sink {
     const n = this.lengths[this.next++] as number;
     this.varint((field << 3) | LEN);
     this.varint(n);
-    this.pos += this.buf.write(value, this.pos, n, "utf8");
+    if (n === value.length && n <= SHORT) {
+      // ASCII (its UTF-8 length is its length): one byte per unit.
+      const buf = this.buf;
+      const at = this.pos;
+      for (let i = 0; i < n; i++) buf[at + i] = value.charCodeAt(i);
+      this.pos += n;
+    } else this.pos += this.buf.write(value, this.pos, n, "utf8");
   }
   string(field: number, value: string) {
     if (value !== "") this.text(field, value);
