@@ -10,8 +10,9 @@
  * the embedded store answers from memory). With `FO_MONGODB_URI`, DataStore
  * GetEntity by one findOne; with `FO_KAFKA_BROKERS`, MessageBus
  * PublishEvent, PublishBatch and Consume through a Kafka client (kafkajs, or
- * @platformatic/kafka with `BARE_KAFKA_CLIENT=platformatic`). Run as its
- * own process. Prints one line: "listening on <url>".
+ * @platformatic/kafka with `BARE_KAFKA_CLIENT=platformatic`; with
+ * `BARE_CONSUME_CONTRACT=1`, Consume keeps the mesh's delivery contract, see
+ * `contractDeliveries`). Run as its own process. Prints one line: "listening on <url>".
  */
 
 import { randomUUID } from "node:crypto";
@@ -66,7 +67,10 @@ import {
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../gen/grpc/health/v1/health_pb.js";
+import { fromRecord } from "../src/messaging/envelope.js";
+import { fromMessage } from "../src/messaging/kafka/records.js";
 import { makeTopics } from "../src/messaging/topics.js";
+import { encodeDeliveries } from "../src/messaging/wire.js";
 
 const members = process.env.FO_HAZELCAST_MEMBERS;
 const map =
@@ -237,6 +241,15 @@ if (kafkaBrokers !== undefined) {
   const kafka = new Kafka({ brokers: kafkaBrokers.split(","), logLevel: logLevel.NOTHING });
   const topic = process.env.BARE_KAFKA_TOPIC ?? "bench-bare";
   const platformatic = process.env.BARE_KAFKA_CLIENT === "platformatic";
+  /**
+   * Consume answered as the mesh's contract asks: every delivery carries its
+   * Envelope (the mesh's own mapping of the record and its CloudEvents
+   * headers, envelope.ts) under a delivery id of its own, written with the
+   * mesh's delivery encoder (wire.ts), and a batch is committed once each
+   * of its ids was acknowledged. No dispatcher (ordering per member,
+   * redelivery, ack deadlines, retries), no Effect, no telemetry.
+   */
+  const contract = process.env.BARE_CONSUME_CONTRACT === "1";
   /**
    * kafkajs by default, as the produce pairs' kafkajs side: idempotent, acks from all replicas,
    * key and value only. With `BARE_KAFKA_CLIENT=platformatic`, the fastest Kafka client for Node
@@ -414,9 +427,22 @@ if (kafkaBrokers !== undefined) {
    */
   const kafkajsConsume = (call: grpc.ServerDuplexStream<Buffer, Buffer>) => {
     const settled: Array<() => void> = [];
+    /** With the contract: each batch's deliveries not yet acknowledged, by delivery id. */
+    const unacked = new Map<string, { left: number; done: () => void }>();
+    const idPrefix = `${randomUUID().slice(0, 16)}.`;
+    let sent = 0;
     let consumer: ReturnType<typeof kafka.consumer> | undefined;
     call.on("data", async (chunk: Buffer) => {
       const { request } = fromBinary(ConsumeRequestSchema, chunk);
+      if (request.case === "settle" && contract) {
+        for (const id of request.value.ackIds) {
+          const batch = unacked.get(id);
+          if (batch === undefined) continue;
+          unacked.delete(id);
+          if (--batch.left === 0) batch.done();
+        }
+        return;
+      }
       if (request.case === "settle") return settled.shift()?.();
       if (request.case !== "subscribe" || consumer !== undefined) return;
       const c = kafka.consumer({ groupId: request.value.group, maxWaitTimeInMs: 100 });
@@ -431,19 +457,45 @@ if (kafkaBrokers !== undefined) {
         autoCommit: false,
         partitionsConsumedConcurrently: 3,
         eachBatch: async ({ batch }) => {
-          const settle = new Promise<void>((resolve) => settled.push(resolve));
-          call.write(
-            deliveriesOf(
-              batch.messages.map((m) => ({
-                topic: batch.topic,
-                partition: batch.partition,
-                offset: BigInt(m.offset),
-                key: m.key?.toString() ?? "",
-                value: m.value,
-              })),
-            ),
-          );
-          await settle;
+          if (contract) {
+            const settle = new Promise<void>((done) => {
+              const state = { left: batch.messages.length, done };
+              const deliveries = batch.messages.map((m) => {
+                const record = fromMessage(batch.topic, batch.partition, m);
+                const deliveryId = idPrefix + (sent++).toString(36);
+                unacked.set(deliveryId, state);
+                return {
+                  $typeName: "floworchestrator.messaging.v1.Delivery" as const,
+                  deliveryId,
+                  attempt: 1,
+                  message: fromRecord(record),
+                  topic: batch.topic,
+                  partition: batch.partition,
+                  offset: BigInt(record.offset),
+                };
+              });
+              const bytes = encodeDeliveries(MessageBusService.method.consume, {
+                response: { case: "deliveries", value: { deliveries } },
+              });
+              if (bytes === undefined) throw new Error("deliveries not encodable");
+              call.write(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
+            });
+            await settle;
+          } else {
+            const settle = new Promise<void>((resolve) => settled.push(resolve));
+            call.write(
+              deliveriesOf(
+                batch.messages.map((m) => ({
+                  topic: batch.topic,
+                  partition: batch.partition,
+                  offset: BigInt(m.offset),
+                  key: m.key?.toString() ?? "",
+                  value: m.value,
+                })),
+              ),
+            );
+            await settle;
+          }
           await c.commitOffsets([
             {
               topic: batch.topic,

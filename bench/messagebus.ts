@@ -83,12 +83,17 @@ export const messagebus: PairGroup = {
     const run = randomUUID().slice(0, 8);
     const directTopic = `bench-direct-${run}`;
     // The floors: a bare grpc-js server in front of kafkajs (bench/bare-grpcjs.ts).
-    const [bare, barePlatformatic] = await Promise.all([
+    const [bare, barePlatformatic, bareContract] = await Promise.all([
       startBareGrpcJs({ FO_KAFKA_BROKERS: brokers, BARE_KAFKA_TOPIC: directTopic }),
       startBareGrpcJs({
         FO_KAFKA_BROKERS: brokers,
         BARE_KAFKA_TOPIC: directTopic,
         BARE_KAFKA_CLIENT: "platformatic",
+      }),
+      startBareGrpcJs({
+        FO_KAFKA_BROKERS: brokers,
+        BARE_KAFKA_TOPIC: directTopic,
+        BARE_CONSUME_CONTRACT: "1",
       }),
     ]);
     try {
@@ -100,6 +105,7 @@ export const messagebus: PairGroup = {
         MessageBusService,
         grpcJsTransport(barePlatformatic.url),
       );
+      const bareContractBus = createClient(MessageBusService, grpcJsTransport(bareContract.url));
       const payload = new Uint8Array(1024).fill(120);
       await admin.createTopics({
         topics: [{ topic: directTopic, numPartitions: 3 }],
@@ -340,6 +346,13 @@ export const messagebus: PairGroup = {
         ),
         eachBatch,
       );
+      const consumeContract = await comparePair(
+        "Floor: Consume with the mesh's deliveries via a bare grpc-js server",
+        drainSide("bare grpc-js Consume, mesh's deliveries", NODE_CLIENT, [bareContract.pid], () =>
+          consumeDrain(bareContractBus),
+        ),
+        eachBatch,
+      );
       const subscribe = await comparePair(
         subscribeName,
         drainSide("mesh Subscribe + Ack, batched", NODE_CLIENT, [mesh.pid], subscribeDrain),
@@ -398,6 +411,12 @@ export const messagebus: PairGroup = {
           note: `${floorNote} with @platformatic/kafka in place of kafkajs: its message stream, flowing, the messages of one event-loop turn sent as one response, paused while ${IN_FLIGHT} deliveries wait for their settle (the mesh side's max_in_flight); each response's last offsets are committed when its settle arrives; key, value and position per delivery.`,
         },
         {
+          name: "Floor: Consume with the mesh's deliveries via a bare grpc-js server",
+          result: consumeContract,
+          unit: "msg/s",
+          note: `${floorNote} with BARE_CONSUME_CONTRACT=1: as the kafkajs floor above, but each delivery is what the mesh's contract asks for: the Envelope the mesh's own mapping makes of the record and its CloudEvents headers (src/messaging/envelope.ts), under a delivery id of its own, written by the mesh's delivery encoder (src/messaging/wire.ts); a batch is committed once each of its ids was acknowledged. No dispatcher (ordering per member, redelivery, ack deadlines, retries), no Effect, no telemetry.`,
+        },
+        {
           name: subscribeName,
           result: subscribe,
           target: { minRatio: 0.25 },
@@ -406,7 +425,7 @@ export const messagebus: PairGroup = {
         },
       ];
     } finally {
-      await Promise.all([bare.stop(), barePlatformatic.stop()]);
+      await Promise.all([bare.stop(), barePlatformatic.stop(), bareContract.stop()]);
       await mesh.stop();
       // The mesh's topics too (events, its groups' retry topics): all carry the run's id,
       // so a run leaves nothing behind in a broker others use.
