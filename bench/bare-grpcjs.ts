@@ -12,10 +12,10 @@
  * PublishEvent, PublishBatch and Consume through a Kafka client (kafkajs, or
  * @platformatic/kafka with `BARE_KAFKA_CLIENT=platformatic`; with
  * `BARE_CONSUME_CONTRACT=1`, Consume keeps the mesh's delivery contract, see
- * `contractDeliveries`). Run as its own process. Prints one line: "listening on <url>".
+ * `contract`). Run as its own process. Prints one line: "listening on <url>".
  */
 
-import { randomUUID } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import {
   create,
   type DescMessage,
@@ -429,7 +429,7 @@ if (kafkaBrokers !== undefined) {
     const settled: Array<() => void> = [];
     /** With the contract: each batch's deliveries not yet acknowledged, by delivery id. */
     const unacked = new Map<string, { left: number; done: () => void }>();
-    const idPrefix = `${randomUUID().slice(0, 16)}.`;
+    const idPrefix = `${randomBytes(12).toString("base64url")}.`;
     let sent = 0;
     let consumer: ReturnType<typeof kafka.consumer> | undefined;
     call.on("data", async (chunk: Buffer) => {
