@@ -31,15 +31,23 @@ const program = Effect.gen(function* () {
   Logger.withMinimumLogLevel(config.right.logLevel),
 );
 
+/** An error's message, or its cause's when it has none of its own (a backend's failure). */
+const reason = (error: unknown): string =>
+  error instanceof Error
+    ? error.message || (error.cause === undefined ? error.name : reason(error.cause))
+    : String(error);
+
 const fiber = Effect.runFork(program);
 const stop = () => Effect.runFork(Fiber.interrupt(fiber));
 process.once("SIGTERM", stop);
 process.once("SIGINT", stop);
 
 fiber.addObserver((exit) => {
-  if (Exit.isInterrupted(exit)) process.exit(0);
+  // Stopped by a signal. A start-up failure interrupts the layers being built beside the
+  // failing one, so its cause holds interruptions too: only an interruption alone is a stop.
+  if (Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause)) process.exit(0);
   // Start-up failed (port taken, backend unreachable): one line, not a stack trace.
   const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : "exited unexpectedly";
-  process.stderr.write(`fatal: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.stderr.write(`fatal: ${reason(error)}\n`);
   process.exit(1);
 });

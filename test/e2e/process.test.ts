@@ -1,4 +1,7 @@
 /** The mesh as a process: start-up errors and graceful shutdown on signals. */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
@@ -14,6 +17,37 @@ describe("mesh process", () => {
     expect(code).toBe(2);
     expect(stderr.trim().split("\n")).toHaveLength(1);
     expect(stderr).toContain("FO_PORT");
+  });
+
+  it("refuses a data directory another mesh has open: one line, exit code 1", async () => {
+    const first = await spawnMesh({ FO_GRPC_PORT: "off" });
+    const dir = first.dataDir;
+    try {
+      const { code, stderr } = await runMeshToExit({ FO_PORT: "0", FO_DATA_DIR: dir });
+      expect(code).toBe(1);
+      expect(stderr.trim().split("\n")).toHaveLength(1);
+      expect(stderr).toContain(`is in use by process ${first.child.pid}`);
+    } finally {
+      first.child.kill("SIGTERM");
+      await first.exited;
+    }
+  });
+
+  it("refuses a port that is taken: one line, exit code 1", async () => {
+    const first = await spawnMesh({ FO_GRPC_PORT: "off" });
+    try {
+      const { code, stderr } = await runMeshToExit({
+        FO_PORT: new URL(first.url).port,
+        FO_GRPC_PORT: "off",
+        FO_DATA_DIR: mkdtempSync(join(tmpdir(), "fo-mesh-")),
+      });
+      expect(code).toBe(1);
+      expect(stderr.trim().split("\n")).toHaveLength(1);
+      expect(stderr).toContain(`cannot listen on 127.0.0.1:${new URL(first.url).port}`);
+    } finally {
+      first.child.kill("SIGTERM");
+      await first.exited;
+    }
   });
 
   it.each(["SIGTERM", "SIGINT"] as const)(

@@ -16,17 +16,15 @@ export interface MeshProcess {
   readonly lines: string[];
   /** Resolves with the exit code. */
   readonly exited: Promise<number | null>;
+  /** Its FO_DATA_DIR. */
+  readonly dataDir: string;
 }
 
 /** As `npm start` runs it: one node process, so signals reach the mesh directly. */
 export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshProcess> => {
+  const dataDir = env.FO_DATA_DIR ?? mkdtempSync(join(tmpdir(), "fo-mesh-"));
   const child = spawn(process.execPath, [await meshBuiltOnce()], {
-    env: {
-      ...process.env,
-      FO_PORT: "0",
-      ...env,
-      FO_DATA_DIR: env.FO_DATA_DIR ?? mkdtempSync(join(tmpdir(), "fo-mesh-")),
-    },
+    env: { ...process.env, FO_PORT: "0", ...env, FO_DATA_DIR: dataDir },
     stdio: ["ignore", "pipe", "pipe"],
   });
   const exited = once(child, "exit").then(([code]) => code as number | null);
@@ -41,7 +39,7 @@ export const spawnMesh = async (env: Record<string, string> = {}): Promise<MeshP
     });
     exited.then((code) => reject(new Error(`mesh exited with ${code} before listening`)));
   });
-  return { child, url, grpcUrl, lines, exited };
+  return { child, url, grpcUrl, lines, exited, dataDir };
 };
 
 /** Runs the mesh expecting it to stop by itself; returns its exit code and stderr. */
