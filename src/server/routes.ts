@@ -12,6 +12,7 @@ import { TelemetryService } from "../../gen/floworchestrator/telemetry/v1/teleme
 import { Health } from "../../gen/grpc/health/v1/health_pb.js";
 import { DataStore } from "../datastore/DataStore.js";
 import { MemoryManager } from "../memory/MemoryManager.js";
+import { encodeEntries } from "../memory/wire.js";
 import { MessageBus } from "../messaging/MessageBus.js";
 import { encodeDeliveries } from "../messaging/wire.js";
 import { TelemetryPort } from "../telemetry/TelemetryPort.js";
@@ -38,7 +39,11 @@ export const servedServices: ReadonlyArray<DescService> = [
 export const implementations = (bridge: Bridge<AppServices>): ReadonlyArray<ServedService> => [
   served(Health, healthService(bridge)),
   served(DataStoreService, servePort(DataStoreService, DataStore, bridge)),
-  served(MemoryManagerService, servePort(MemoryManagerService, MemoryManager, bridge)),
+  served(
+    MemoryManagerService,
+    servePort(MemoryManagerService, MemoryManager, bridge),
+    encodeEntries,
+  ),
   served(MessageBusService, servePort(MessageBusService, MessageBus, bridge), encodeDeliveries),
   served(TelemetryService, servePort(TelemetryService, TelemetryPort, bridge)),
   ...reflectionServices(servedServices),
