@@ -116,9 +116,14 @@ export const boundedCall = <A, E>(call: BoundedCall<A, E>): Effect.Effect<A, E> 
       sent.then(succeeded, failed);
     };
     attempt();
+    // A canceler makes Effect wrap the call in an interruption handler, several steps and
+    // about a quarter of a Hazelcast Read's own work: only a call that can be aborted gets
+    // one. Another, when interrupted, runs its course (or its bound) unheard: the fiber
+    // ignores a resume once it was interrupted.
+    if (controller === undefined) return;
     return Effect.sync(() => {
       if (settled) return;
       stop();
-      controller?.abort();
+      controller.abort();
     });
   });

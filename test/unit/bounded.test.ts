@@ -133,4 +133,28 @@ describe("boundedCall", () => {
       }),
     );
   });
+
+  it("interruption of a call that cannot be aborted ends the fiber at once; its answer is dropped", async () => {
+    const timers = () => process.getActiveResourcesInfo().filter((r) => r === "Timeout").length;
+    const before = timers();
+    let answer: (v: number) => void = () => {};
+    const answered = new Promise<number>((resolve) => {
+      answer = resolve;
+    });
+    const exit = await Effect.runPromise(
+      Effect.gen(function* () {
+        const fiber = yield* Effect.fork(
+          boundedCall({ ...settings, timeout: "1 hour", abortable: false, op: () => answered }),
+        );
+        yield* Effect.sleep("10 millis");
+        return yield* Fiber.interrupt(fiber);
+      }),
+    );
+    expect(Exit.isInterrupted(exit)).toBe(true);
+    // The call runs its course; once it answers, its bound is gone with it.
+    answer(1);
+    await answered;
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(timers()).toBe(before);
+  });
 });
