@@ -6,9 +6,11 @@
  *   the server it loads and h2load needs far less of it than ghz; `ghz` for
  *   latency at a fixed rate (`--rps --async`: open loop), because it speaks
  *   gRPC (checks every call's grpc-status) and h2load only sees HTTP 200.
- * - Connect over HTTP/1.1: `autocannon`, both phases (`overallRate` for the
- *   fixed rate), run in the bench process; latencies are taken from its
- *   per-response events, since its histogram keeps whole milliseconds only.
+ * - Connect over HTTP/1.1: `h2load --h1` for throughput, pinned as for gRPC
+ *   (C, so it takes little CPU from the server; a call counts when answered
+ *   200); `autocannon` at a fixed rate (`overallRate`) for latency, run in
+ *   the bench process; latencies are taken from its per-response events,
+ *   since its histogram keeps whole milliseconds only.
  * - Driver-call pairs: the in-process Node load of bench/harness.ts.
  */
 import { execFileSync } from "node:child_process";
@@ -52,7 +54,8 @@ export const prepareTools = async (log: (line: string) => void) => {
   mkdirSync(scratch, { recursive: true });
   // Request bodies and logs are named per run: the ones of earlier runs would pile up.
   for (const name of readdirSync(scratch)) {
-    if (/^(?:request-\d+-\d+\.bin|h2load-\d+\.log)$/.test(name)) rmSync(join(scratch, name));
+    if (/^(?:request-\d+-\d+\.(?:bin|json)|h2load-\d+\.log)$/.test(name))
+      rmSync(join(scratch, name));
   }
   const ghz = await ensureGoTool(goTools.ghz);
   if (ghz.built) log(`built ghz ${goTools.ghz.version}`);
@@ -116,10 +119,14 @@ const requestFrame = (call: GrpcCall) => {
   frame.set(bytes, 5);
   const file = join(scratch, `request-${process.pid}-${bodies++}.bin`);
   writeFileSync(file, frame);
+  const json = toJsonString(method.input, message);
+  const jsonFile = `${file.slice(0, -".bin".length)}.json`;
+  writeFileSync(jsonFile, json);
   return {
     file,
     frame,
-    json: toJsonString(method.input, message),
+    json,
+    jsonFile,
     path: `/${call.service.typeName}/${method.name}`,
     ghzCall: `${call.service.typeName}/${method.name}`,
   };
@@ -167,6 +174,48 @@ const ghzErrors = (r: GhzReport) =>
   );
 
 /**
+ * One h2load throughput round, the server's processes on the first core and
+ * h2load on the last: "per core" means one core. A call counts when its
+ * HTTP status is 200 (gRPC's own status is checked once, with ghz).
+ */
+const h2loadRun = async (
+  pids: ReadonlyArray<number>,
+  seconds: number,
+  args: ReadonlyArray<string>,
+): Promise<Sample> => {
+  const log = join(scratch, `h2load-${process.pid}.log`);
+  const last = cpus().length - 1;
+  if (last > 0) for (const pid of pids) pin(pid, "0");
+  const out = await exec(last > 0 ? "taskset" : tools.h2load, [
+    ...(last > 0 ? ["--cpu-list", String(last), tools.h2load] : []),
+    `--duration=${Math.round(seconds * 1000)}ms`,
+    `--log-file=${log}`,
+    ...args,
+  ]);
+  if (out.code !== 0) throw new Error(`h2load failed (exit ${out.code}):\n${outputTail(out)}`);
+  const finished = /finished in ([\d.]+)(m?s),/.exec(out.stdout);
+  const requests = /requests: .* (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+    out.stdout,
+  );
+  if (!finished || !requests) throw new Error(`cannot read h2load's output:\n${out.stdout}`);
+  // Per request: start (µs since the epoch), HTTP status, duration (µs).
+  const latencies: number[] = [];
+  for (const line of readFileSync(log, "utf8").split("\n")) {
+    const [, status, micros] = line.split("\t");
+    if (status === "200") latencies.push(Number(micros) / 1000);
+  }
+  rmSync(log, { force: true });
+  const [, , failed, errored, timeout] = requests.map(Number);
+  return {
+    latencies,
+    // h2load's "succeeded" counts any status; a call is one answered 200.
+    count: latencies.length,
+    seconds: Number(finished[1]) / (finished[2] === "ms" ? 1000 : 1),
+    errors: (failed ?? 0) + (errored ?? 0) + (timeout ?? 0),
+  };
+};
+
+/**
  * A gRPC side: throughput with h2load over 4 connections × 4 streams
  * (`settings.concurrency` in all), latency with ghz at a fixed rate. Checks
  * once with ghz that the call answers OK, as h2load cannot tell.
@@ -190,42 +239,15 @@ export const grpcSide = async (opts: {
     label: opts.label,
     tool: opts.tool ?? "h2load / ghz",
     pids: opts.pids ?? [opts.server.pid],
-    throughput: async (seconds) => {
-      const log = join(scratch, `h2load-${process.pid}.log`);
-      // The server on the first core, h2load on the other: "per core" means one core.
-      const last = cpus().length - 1;
-      if (last > 0) for (const pid of opts.pids ?? [opts.server.pid]) pin(pid, "0");
-      const out = await exec(last > 0 ? "taskset" : tools.h2load, [
-        ...(last > 0 ? ["--cpu-list", String(last), tools.h2load] : []),
+    throughput: (seconds) =>
+      h2loadRun(opts.pids ?? [opts.server.pid], seconds, [
         `--clients=${settings.concurrency / streams}`,
         `--max-concurrent-streams=${streams}`,
-        `--duration=${Math.round(seconds * 1000)}ms`,
         `--data=${call.file}`,
         "--header=content-type: application/grpc",
         "--header=te: trailers",
-        `--log-file=${log}`,
         `${opts.server.url}${call.path}`,
-      ]);
-      if (out.code !== 0) throw new Error(`h2load failed (exit ${out.code}):\n${outputTail(out)}`);
-      const finished = /finished in ([\d.]+)(m?s),/.exec(out.stdout);
-      const requests =
-        /requests: .* (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out.stdout);
-      if (!finished || !requests) throw new Error(`cannot read h2load's output:\n${out.stdout}`);
-      // Per request: start (µs since the epoch), HTTP status, duration (µs).
-      const latencies: number[] = [];
-      for (const line of readFileSync(log, "utf8").split("\n")) {
-        const [, status, micros] = line.split("\t");
-        if (status === "200") latencies.push(Number(micros) / 1000);
-      }
-      rmSync(log, { force: true });
-      const [, ok, failed, errored, timeout] = requests.map(Number);
-      return {
-        latencies,
-        count: ok ?? 0,
-        seconds: Number(finished[1]) / (finished[2] === "ms" ? 1000 : 1),
-        errors: (failed ?? 0) + (errored ?? 0) + (timeout ?? 0),
-      };
-    },
+      ]),
     latency: async (rps, seconds) => {
       const report = await ghz(opts.server, call, [
         `--rps=${rps}`,
@@ -387,7 +409,7 @@ export const pairedGrpcLatency = (a: Server, b: Server, call: GrpcCall): PairedL
   };
 };
 
-// ---- Connect over HTTP/1.1: autocannon ---------------------------------------
+// ---- Connect over HTTP/1.1: h2load --h1, autocannon -----------------------------
 
 const cannon = async (
   url: string,
@@ -420,18 +442,26 @@ const cannon = async (
 
 /**
  * A Connect (JSON over HTTP/1.1) side: `settings.concurrency` keep-alive
- * connections, each with one request at a time; at a fixed rate autocannon
- * spreads it over them (at the rates used here each connection's interval is
- * many times the latency, so calls leave on schedule).
+ * connections, each with one request at a time. Throughput with h2load
+ * (`--h1`), pinned as the gRPC sides are; latency with autocannon at a
+ * fixed rate (`overallRate`: at the rates used here each connection's
+ * interval is many times the latency, so calls leave on schedule).
  */
 export const connectSide = (opts: { label: string; server: Server; call: GrpcCall }): Side => {
-  const { json, path } = requestFrame(opts.call);
+  const { json, jsonFile, path } = requestFrame(opts.call);
   const url = `${opts.server.http1Url}${path}`;
   return {
     label: opts.label,
-    tool: "autocannon",
+    tool: "h2load --h1 / autocannon",
     pids: [opts.server.pid],
-    throughput: (seconds) => cannon(url, json, seconds),
+    throughput: (seconds) =>
+      h2loadRun([opts.server.pid], seconds, [
+        "--h1",
+        `--clients=${settings.concurrency}`,
+        `--data=${jsonFile}`,
+        "--header=content-type: application/json",
+        url,
+      ]),
     latency: (rps, seconds) => cannon(url, json, seconds, rps),
   };
 };

@@ -3,7 +3,7 @@
  * listener, every interceptor, the Effect bridge, telemetry) vs a bare
  * connect-node server answering the same RPC with nothing else
  * (bench/bare-server.ts), over gRPC (h2load / ghz) and over Connect on
- * HTTP/1.1 (autocannon). The latency phase runs at half the bare server's
+ * HTTP/1.1 (h2load --h1 / autocannon). The latency phase runs at half the bare server's
  * throughput, as the issue defines it. Plus the floor: an HTTP/2 PING round
  * trip on loopback, which no RPC can beat.
  */
