@@ -19,19 +19,9 @@ import {
   MemoryEntrySchema,
 } from "../../gen/floworchestrator/memory/v1/memory_pb.js";
 import { encodeEntries } from "../../src/memory/wire.js";
+import { int32, int64, secondsAndNanos, text } from "../support/wire-arbitraries.js";
 
-const text = fc.oneof(fc.constant(""), fc.string(), fc.string16bits(), fc.fullUnicodeString());
-const int64 = fc.oneof(
-  fc.constantFrom(0n, 1n, -1n, 127n, 128n, 2n ** 53n, 2n ** 63n - 1n, -(2n ** 63n)),
-  fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
-);
-const seconds = fc.option(
-  fc.record({
-    seconds: int64,
-    nanos: fc.oneof(fc.constant(0), fc.integer({ min: -999_999_999, max: 999_999_999 })),
-  }),
-  { nil: undefined },
-);
+const seconds = secondsAndNanos(-999_999_999);
 
 const entry = fc
   .record({
@@ -40,10 +30,7 @@ const entry = fc
       fc.record({
         executionId: text,
         flowId: text,
-        stepType: fc.oneof(
-          fc.constantFrom(0, 1, 2, 3),
-          fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
-        ),
+        stepType: fc.oneof(fc.constantFrom(0, 1, 2, 3), int32),
         branchPath: text,
         stepId: text,
         dataType: text,

@@ -20,23 +20,9 @@ import {
   EnvelopeSchema,
 } from "../../gen/floworchestrator/messaging/v1/message_pb.js";
 import { encodeDeliveries } from "../../src/messaging/wire.js";
+import { int32, int64, secondsAndNanos, text } from "../support/wire-arbitraries.js";
 
-const text = fc.oneof(fc.constant(""), fc.string(), fc.string16bits(), fc.fullUnicodeString());
-const int32 = fc.oneof(
-  fc.constantFrom(0, 1, -1, 127, 128, 2 ** 31 - 1, -(2 ** 31)),
-  fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
-);
-const int64 = fc.oneof(
-  fc.constantFrom(0n, 1n, -1n, 127n, 128n, 2n ** 53n, 2n ** 63n - 1n, -(2n ** 63n)),
-  fc.bigInt({ min: -(2n ** 63n), max: 2n ** 63n - 1n }),
-);
-const timestamp = fc.option(
-  fc.record({
-    seconds: int64,
-    nanos: fc.oneof(fc.constant(0), fc.integer({ min: 0, max: 999_999_999 })),
-  }),
-  { nil: undefined },
-);
+const timestamp = secondsAndNanos(0);
 
 const envelope = fc.record({
   messageId: text,
