@@ -1,9 +1,9 @@
 /**
  * The MemoryManager answers that carry an entry, written straight to the
  * protobuf wire (src/common/wire.ts) for the native gRPC path: a Read is
- * the busiest call, and `toBinary` of its entry and bytes cost more than
- * the rest of its answer. test/unit/memory-wire.test.ts holds the bytes to
- * `toBinary`'s.
+ * the busiest call, and `toBinary` of its answer (17 fields of an entry
+ * walked by reflection) cost 3-5 µs of CPU more per Read on Hazelcast.
+ * test/unit/memory-wire.test.ts holds the bytes to `toBinary`'s.
  *
  * Only messages without unknown fields are written here; anything else is
  * left to `toBinary` (the caller gets `undefined`).
