@@ -119,14 +119,10 @@ const requestFrame = (call: GrpcCall) => {
   frame.set(bytes, 5);
   const file = join(scratch, `request-${process.pid}-${bodies++}.bin`);
   writeFileSync(file, frame);
-  const json = toJsonString(method.input, message);
-  const jsonFile = `${file.slice(0, -".bin".length)}.json`;
-  writeFileSync(jsonFile, json);
   return {
     file,
     frame,
-    json,
-    jsonFile,
+    json: toJsonString(method.input, message),
     path: `/${call.service.typeName}/${method.name}`,
     ghzCall: `${call.service.typeName}/${method.name}`,
   };
@@ -448,8 +444,11 @@ const cannon = async (
  * interval is many times the latency, so calls leave on schedule).
  */
 export const connectSide = (opts: { label: string; server: Server; call: GrpcCall }): Side => {
-  const { json, jsonFile, path } = requestFrame(opts.call);
+  const { file, json, path } = requestFrame(opts.call);
   const url = `${opts.server.http1Url}${path}`;
+  // h2load reads the body from a file; only this side sends JSON.
+  const jsonFile = `${file.slice(0, -".bin".length)}.json`;
+  writeFileSync(jsonFile, json);
   return {
     label: opts.label,
     tool: "h2load --h1 / autocannon",
